@@ -1,0 +1,1 @@
+//! The component selection engine (spec §8, §10).
