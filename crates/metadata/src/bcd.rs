@@ -1184,6 +1184,38 @@ impl BackupComponents {
     }
 }
 
+impl BackupComponents {
+    /// Checks that every file set a record names where the spec demands an exact match (new targets and
+    /// alternate mappings used) matches a file set of the writer's stored metadata exactly (BCD-10).
+    pub fn check_file_sets(&self, writers: &[crate::wmd::WriterMetadata]) -> Result<(), BcdError> {
+        for entry in &self.writers {
+            let Some(wmd) = writers.iter().find(|w| {
+                w.identity.class_id == entry.class_id
+                    && w.identity.instance_name == entry.instance_name
+            }) else {
+                continue;
+            };
+            for record in &entry.components {
+                let sets = record
+                    .new_targets
+                    .iter()
+                    .map(|t| ("new_targets", &t.source))
+                    .chain(record.alternate_mappings_used.iter().map(|m| ("alternate_mappings_used", &m.source)));
+                for (field, set) in sets {
+                    if !wmd.has_file_set(set) {
+                        return Err(BcdError::FileSetMismatch {
+                            field,
+                            component: record.full_path(),
+                            set: set.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn check_access(
     field: RecordField,
     party: Party,
@@ -1461,6 +1493,19 @@ mod tests {
             bcd.set_context(Phase::BackupDiscovery, SnapshotContext::Backup)
                 .is_err()
         );
+    }
+
+    /// BCD-10: new targets must name a WMD file set exactly.
+    #[test]
+    fn new_targets_must_match_a_wmd_file_set() {
+        use crate::json::Document;
+        let wmd = crate::wmd::WriterMetadata::from_json(include_str!("../tests/fixtures/full.wmd.json")).unwrap();
+        let mut bcd = BackupComponents::from_json(include_str!("../tests/fixtures/full.bcd.json")).unwrap();
+        bcd.check_file_sets(std::slice::from_ref(&wmd)).unwrap();
+        bcd.writers[0].components[0].new_targets[0].source.filespec = "*.dat".into();
+        let err = bcd.check_file_sets(&[wmd]).unwrap_err();
+        assert_eq!(err.code(), codes::E_INVALIDARG);
+        assert!(err.to_string().contains("BCD-10"), "{err}");
     }
 
     /// Every field has an owner and at least one window, and writer windows are inside BCD-7's.

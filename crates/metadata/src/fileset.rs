@@ -121,3 +121,39 @@ mod tests {
         assert!(set("/", "*", true).contains("/etc/passwd"));
     }
 }
+
+impl crate::wmd::WriterMetadata {
+    /// Whether the writer's exclude list removes `file` from every backup (WMD-4, BK-COPY-3).
+    ///
+    /// Excludes are matched on the normal path, never on an alternate path (BK-COPY-2 step 5).
+    pub fn excludes_file(&self, file: &str) -> bool {
+        self.excludes.iter().any(|set| set.contains(file))
+    }
+}
+
+#[cfg(test)]
+mod exclude_tests {
+    use crate::json::Document;
+    use crate::wmd::{FileSet, WriterMetadata};
+
+    /// TS-33 / WMD-4: a component with `*` recursive and a writer-wide exclude of `*.tmp`.
+    #[test]
+    fn excludes_win_over_components() {
+        let mut wmd =
+            WriterMetadata::from_json(include_str!("../tests/fixtures/full.wmd.json")).unwrap();
+        wmd.excludes.push(FileSet {
+            path: "/var/lib/postgresql/15/main".into(),
+            filespec: "*.tmp".into(),
+            recursive: true,
+        });
+        let component = &wmd.components[0].files[0].file_set();
+        for file in ["/var/lib/postgresql/15/main/base/1/x.tmp", "/var/lib/postgresql/15/main/a.tmp"] {
+            assert!(component.contains(file));
+            assert!(wmd.excludes_file(file), "{file}");
+        }
+        assert!(!wmd.excludes_file("/var/lib/postgresql/15/main/base/1/16384"));
+        // postmaster.pid is excluded non-recursively, at the top only.
+        assert!(wmd.excludes_file("/var/lib/postgresql/15/main/postmaster.pid"));
+        assert!(!wmd.excludes_file("/var/lib/postgresql/15/main/sub/postmaster.pid"));
+    }
+}

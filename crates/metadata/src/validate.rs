@@ -344,6 +344,47 @@ impl WriterMetadata {
     }
 }
 
+impl WriterMetadata {
+    /// Rules the spec states as SHOULD: breaking them is allowed but worth telling the writer's author.
+    ///
+    /// - WMD-13: dependencies should not link components of the same writer; selection covers that.
+    /// - WMD-14: the same file set should not be reported in two components.
+    pub fn warnings(&self) -> Vec<ValidationError> {
+        let mut c = Checker::new();
+        let mut owners: std::collections::HashMap<FileSet, usize> = std::collections::HashMap::new();
+        for (i, component) in self.components.iter().enumerate() {
+            for (j, dependency) in component.dependencies.iter().enumerate() {
+                if dependency.writer_class_id == self.identity.class_id {
+                    c.fail(
+                        format!("components[{i}].dependencies[{j}].writer_class_id"),
+                        &dependency.writer_class_id.to_string(),
+                        "WMD-13",
+                        "a dependency on a component of the same writer; use logical paths instead",
+                    );
+                }
+            }
+            for descriptor in component.all_files() {
+                let set = descriptor.file_set();
+                match owners.get(&set) {
+                    Some(&first) if first != i => c.fail(
+                        format!("components[{i}]"),
+                        &component.full_path(),
+                        "WMD-14",
+                        format!(
+                            "file set ({}, {}) is also reported by components[{first}]",
+                            set.path, set.filespec
+                        ),
+                    ),
+                    _ => {
+                        owners.insert(set, i);
+                    }
+                }
+            }
+        }
+        c.errors
+    }
+}
+
 fn validate_component(c: &mut Checker, field: &str, component: &Component) {
     if component.component_type == ComponentType::Undefined {
         c.fail(

@@ -499,3 +499,25 @@ fn trailing_text_is_refused() {
     let error = WriterMetadata::from_json(&text).unwrap_err();
     assert_eq!(error.code(), codes::VSS_E_CORRUPT_XML_DOCUMENT, "{error}");
 }
+
+/// WMD-13 and WMD-14 are SHOULD rules: reported as warnings, not errors.
+#[test]
+fn should_rules_are_warnings() {
+    let mut wmd = WriterMetadata::from_json(FULL_WMD).unwrap();
+    assert!(wmd.warnings().is_empty());
+    wmd.components[0].dependencies[0].writer_class_id = wmd.identity.class_id;
+    let shared = wmd.components[1].database_files[0].clone();
+    wmd.components[0].files.push(shared);
+    let rules: Vec<_> = wmd.warnings().iter().map(|w| w.rule).collect();
+    assert_eq!(rules, ["WMD-13", "WMD-14"]);
+    assert!(wmd.validate().is_ok(), "warnings do not make a document invalid");
+}
+
+/// WMD-18: writer-level include lists are obsolete; a document that has one is refused.
+#[test]
+fn writer_level_includes_are_refused() {
+    let mut doc: Value = serde_json::from_str(FULL_WMD).unwrap();
+    doc["includes"] = json!([{ "path": "/srv", "filespec": "*", "recursive": true }]);
+    let error = WriterMetadata::from_json(&doc.to_string()).unwrap_err();
+    assert!(error.to_string().contains("includes"), "{error}");
+}

@@ -1,0 +1,66 @@
+//! `shadowcopy`: the command-line tool for documents, selections and result codes.
+
+mod codes;
+mod document;
+mod output;
+mod select;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// shadowcopy: application-consistent shadow copies and backups for Linux, after the Volume
+/// Shadow Copy Service model.
+///
+/// Exit status: 0 on success; 1 when the input was read but breaks a rule (an invalid document,
+/// an illegal selection, an unknown code); 2 for a usage error.
+#[derive(Debug, Parser)]
+#[command(
+    name = "shadowcopy",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    /// Print the result as JSON on standard output instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check and inspect Writer Metadata Documents and Backup Components Documents.
+    #[command(subcommand)]
+    Document(document::DocumentCommand),
+    /// Resolve which components a backup includes, and why, from writers' metadata documents.
+    ///
+    /// Components are named `WRITER:FULL\PATH`, where WRITER is the writer's name or class id and
+    /// FULL\PATH is the component's logical path and name joined with `\` (for example
+    /// `MyWriter:writerData\Set1`). Required components are added and implicit members listed, with
+    /// the rule that brought each one in (spec §8).
+    Select(select::SelectArgs),
+    /// Explain VSS result codes: `shadowcopy codes 0x80042316` or `shadowcopy codes VSS_E_BAD_STATE`.
+    ///
+    /// Without an argument, lists every code.
+    Codes(codes::CodesArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = output::Output::new(cli.json);
+    let result = match cli.command {
+        Command::Document(command) => document::run(command, &out),
+        Command::Select(args) => select::run(args, &out),
+        Command::Codes(args) => codes::run(args, &out),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("shadowcopy: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
