@@ -1200,7 +1200,12 @@ impl BackupComponents {
                     .new_targets
                     .iter()
                     .map(|t| ("new_targets", &t.source))
-                    .chain(record.alternate_mappings_used.iter().map(|m| ("alternate_mappings_used", &m.source)));
+                    .chain(
+                        record
+                            .alternate_mappings_used
+                            .iter()
+                            .map(|m| ("alternate_mappings_used", &m.source)),
+                    );
                 for (field, set) in sets {
                     if !wmd.has_file_set(set) {
                         return Err(BcdError::FileSetMismatch {
@@ -1499,8 +1504,11 @@ mod tests {
     #[test]
     fn new_targets_must_match_a_wmd_file_set() {
         use crate::json::Document;
-        let wmd = crate::wmd::WriterMetadata::from_json(include_str!("../tests/fixtures/full.wmd.json")).unwrap();
-        let mut bcd = BackupComponents::from_json(include_str!("../tests/fixtures/full.bcd.json")).unwrap();
+        let wmd =
+            crate::wmd::WriterMetadata::from_json(include_str!("../tests/fixtures/full.wmd.json"))
+                .unwrap();
+        let mut bcd =
+            BackupComponents::from_json(include_str!("../tests/fixtures/full.bcd.json")).unwrap();
         bcd.check_file_sets(std::slice::from_ref(&wmd)).unwrap();
         bcd.writers[0].components[0].new_targets[0].source.filespec = "*.dat".into();
         let err = bcd.check_file_sets(&[wmd]).unwrap_err();

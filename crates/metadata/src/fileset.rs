@@ -147,7 +147,10 @@ mod exclude_tests {
             recursive: true,
         });
         let component = &wmd.components[0].files[0].file_set();
-        for file in ["/var/lib/postgresql/15/main/base/1/x.tmp", "/var/lib/postgresql/15/main/a.tmp"] {
+        for file in [
+            "/var/lib/postgresql/15/main/base/1/x.tmp",
+            "/var/lib/postgresql/15/main/a.tmp",
+        ] {
             assert!(component.contains(file));
             assert!(wmd.excludes_file(file), "{file}");
         }

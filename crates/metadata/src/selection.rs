@@ -420,6 +420,15 @@ impl<'a> Model<'a> {
         self.selectable(c) || !self.under_selectable[c]
     }
 
+    /// The members of the component's set: only a selectable-for-backup component defines one.
+    fn members_if_set(&self, c: usize) -> &[usize] {
+        if self.selectable(c) {
+            &self.members[c]
+        } else {
+            &[]
+        }
+    }
+
     fn nearest_selectable_ancestor(&self, c: usize) -> Option<usize> {
         self.ancestors[c]
             .iter()
@@ -2207,15 +2216,4 @@ fn unknown_record_problem(model: &Model<'_>, full: &str) -> SelectionProblem {
             model.name()
         ),
     )
-}
-
-impl Model<'_> {
-    /// The members of the component's set: only a selectable-for-backup component defines one.
-    fn members_if_set(&self, c: usize) -> &[usize] {
-        if self.selectable(c) {
-            &self.members[c]
-        } else {
-            &[]
-        }
-    }
 }

@@ -351,7 +351,8 @@ impl WriterMetadata {
     /// - WMD-14: the same file set should not be reported in two components.
     pub fn warnings(&self) -> Vec<ValidationError> {
         let mut c = Checker::new();
-        let mut owners: std::collections::HashMap<FileSet, usize> = std::collections::HashMap::new();
+        let mut owners: std::collections::HashMap<FileSet, usize> =
+            std::collections::HashMap::new();
         for (i, component) in self.components.iter().enumerate() {
             for (j, dependency) in component.dependencies.iter().enumerate() {
                 if dependency.writer_class_id == self.identity.class_id {

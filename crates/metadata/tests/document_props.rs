@@ -37,8 +37,16 @@ fn path() -> impl Strategy<Value = String> {
 }
 
 fn file_set() -> impl Strategy<Value = FileSet> {
-    (path(), prop_oneof![3 => Just("*".to_string()), 1 => text()], any::<bool>())
-        .prop_map(|(path, filespec, recursive)| FileSet { path, filespec, recursive })
+    (
+        path(),
+        prop_oneof![3 => Just("*".to_string()), 1 => text()],
+        any::<bool>(),
+    )
+        .prop_map(|(path, filespec, recursive)| FileSet {
+            path,
+            filespec,
+            recursive,
+        })
 }
 
 fn descriptor() -> impl Strategy<Value = FileDescriptor> {
@@ -84,8 +92,16 @@ fn component() -> impl Strategy<Value = Component> {
             selectable_for_backup: flags.2,
             selectable_for_restore: flags.3,
             component_flags: ComponentFlags::from_bits(bits & 0x7).unwrap_or_default(),
-            files: if kind == ComponentType::Database { Vec::new() } else { files },
-            database_files: if kind == ComponentType::Database { db } else { Vec::new() },
+            files: if kind == ComponentType::Database {
+                Vec::new()
+            } else {
+                files
+            },
+            database_files: if kind == ComponentType::Database {
+                db
+            } else {
+                Vec::new()
+            },
             database_log_files: Vec::new(),
             dependencies: deps
                 .into_iter()
@@ -111,43 +127,59 @@ fn wmd() -> impl Strategy<Value = WriterMetadata> {
         prop::collection::vec(component(), 0..5),
         prop::option::of(path()),
     )
-        .prop_map(|(name, class, usage, source, method, service, schema, excludes, components, mapping)| {
-            let mapping_source = components
-                .iter()
-                .flat_map(|c| c.files.iter())
-                .next()
-                .map(FileDescriptor::file_set);
-            WriterMetadata {
-                schema_version: shadowcopy_metadata::SCHEMA_VERSION,
-                identity: WriterIdentity {
-                    writer_name: name,
-                    class_id: WriterClassId(Guid::from_u128(class)),
-                    instance_id: WriterInstanceId(Guid::from_u128(class ^ 1)),
-                    instance_name: None,
-                    usage_type: usage,
-                    source_type: source,
-                    version: Some(WriterVersion { major: 1, minor: 0 }),
-                },
-                restore_method: RestoreMethodSpec {
-                    method,
-                    service,
-                    user_procedure: None,
-                    writer_restore: WriterRestore::Always,
-                    reboot_required: false,
-                },
-                backup_schema: BackupSchema::from_bits(u32::from(schema) & 0xF7FF)
-                    .unwrap_or_default(),
-                excludes: excludes.clone(),
-                exclude_from_snapshot: excludes,
-                alternate_location_mappings: match (mapping_source, mapping) {
-                    (Some(source), Some(destination)) => {
-                        vec![AlternateLocationMapping { source, destination }]
-                    }
-                    _ => Vec::new(),
-                },
+        .prop_map(
+            |(
+                name,
+                class,
+                usage,
+                source,
+                method,
+                service,
+                schema,
+                excludes,
                 components,
-            }
-        })
+                mapping,
+            )| {
+                let mapping_source = components
+                    .iter()
+                    .flat_map(|c| c.files.iter())
+                    .next()
+                    .map(FileDescriptor::file_set);
+                WriterMetadata {
+                    schema_version: shadowcopy_metadata::SCHEMA_VERSION,
+                    identity: WriterIdentity {
+                        writer_name: name,
+                        class_id: WriterClassId(Guid::from_u128(class)),
+                        instance_id: WriterInstanceId(Guid::from_u128(class ^ 1)),
+                        instance_name: None,
+                        usage_type: usage,
+                        source_type: source,
+                        version: Some(WriterVersion { major: 1, minor: 0 }),
+                    },
+                    restore_method: RestoreMethodSpec {
+                        method,
+                        service,
+                        user_procedure: None,
+                        writer_restore: WriterRestore::Always,
+                        reboot_required: false,
+                    },
+                    backup_schema: BackupSchema::from_bits(u32::from(schema) & 0xF7FF)
+                        .unwrap_or_default(),
+                    excludes: excludes.clone(),
+                    exclude_from_snapshot: excludes,
+                    alternate_location_mappings: match (mapping_source, mapping) {
+                        (Some(source), Some(destination)) => {
+                            vec![AlternateLocationMapping {
+                                source,
+                                destination,
+                            }]
+                        }
+                        _ => Vec::new(),
+                    },
+                    components,
+                }
+            },
+        )
 }
 
 /// Damages a text: truncation, a replaced byte, a duplicated slice or an inserted fragment.
@@ -165,8 +197,7 @@ fn damage(text: &str, how: u8, at: usize, byte: u8) -> String {
             bytes.splice(at..at, slice);
         }
         _ => {
-            let fragments: [&[u8]; 6] =
-                [b"null", b"\"x\"", b"-1", b"{}", b"[]", b"\"\\u0000\""];
+            let fragments: [&[u8]; 6] = [b"null", b"\"x\"", b"-1", b"{}", b"[]", b"\"\\u0000\""];
             bytes.splice(at..at, fragments[usize::from(byte) % 6].iter().copied());
         }
     }

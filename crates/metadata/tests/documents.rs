@@ -510,7 +510,10 @@ fn should_rules_are_warnings() {
     wmd.components[0].files.push(shared);
     let rules: Vec<_> = wmd.warnings().iter().map(|w| w.rule).collect();
     assert_eq!(rules, ["WMD-13", "WMD-14"]);
-    assert!(wmd.validate().is_ok(), "warnings do not make a document invalid");
+    assert!(
+        wmd.validate().is_ok(),
+        "warnings do not make a document invalid"
+    );
 }
 
 /// WMD-18: writer-level include lists are obsolete; a document that has one is refused.
@@ -520,4 +523,34 @@ fn writer_level_includes_are_refused() {
     doc["includes"] = json!([{ "path": "/srv", "filespec": "*", "recursive": true }]);
     let error = WriterMetadata::from_json(&doc.to_string()).unwrap_err();
     assert!(error.to_string().contains("includes"), "{error}");
+}
+
+/// WMD-8 and DEP-3: the component summary counts files, database files, log files and dependencies.
+#[test]
+fn component_summary_counts() {
+    let wmd = WriterMetadata::from_json(FULL_WMD).unwrap();
+    let data = wmd.components[0].counts();
+    assert_eq!(
+        (
+            data.files,
+            data.database_files,
+            data.database_log_files,
+            data.dependencies
+        ),
+        (1, 0, 0, 1)
+    );
+    let wal = wmd.component("clusters\\15\\main", "wal").unwrap().counts();
+    assert_eq!(
+        (
+            wal.files,
+            wal.database_files,
+            wal.database_log_files,
+            wal.dependencies
+        ),
+        (0, 1, 1, 0)
+    );
+    assert!(
+        wmd.components[0].dependencies[0].is_remote(),
+        "DEP-2: `\\\\storage1\\` is remote"
+    );
 }
