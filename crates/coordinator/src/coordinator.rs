@@ -1,0 +1,535 @@
+//! The `Coordinator`: the writer registry, the providers, the one-set-in-creation lock (LIMIT-4),
+//! snapshot administration (SNAP-2, DEL-1) and the factory for backup and restore sessions.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::join_all;
+use shadowcopy_metadata::codes;
+use shadowcopy_metadata::enums::{ProviderType, SnapshotContext};
+use shadowcopy_metadata::ids::ProviderId;
+use shadowcopy_metadata::{SnapshotId, SnapshotSetId, WriterInstanceId};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::backup::BackupSession;
+use crate::config::CoordinatorConfig;
+use crate::error::{CoordinatorError, Result};
+use crate::provider::{
+    DeleteTarget, Provider, ProviderError, ProviderInfo, ProviderStep, SnapshotRecord,
+    VolumeSupport, translate_provider_code,
+};
+use crate::registry::{Registry, lock};
+use crate::restore::RestoreSession;
+use crate::writer::{WriterEndpoint, WriterRegistration, WriterStatus};
+
+/// The coordinator: cheap to clone, shared by every connection of the daemon.
+#[derive(Clone)]
+pub struct Coordinator {
+    shared: Arc<Shared>,
+}
+
+/// A provider with the identity it reported when the coordinator started.
+#[derive(Clone)]
+pub(crate) struct RegisteredProvider {
+    pub(crate) provider: Arc<dyn Provider>,
+    pub(crate) info: ProviderInfo,
+}
+
+/// Everything sessions share.
+pub(crate) struct Shared {
+    pub(crate) config: CoordinatorConfig,
+    pub(crate) providers: Vec<RegisteredProvider>,
+    pub(crate) registry: Registry,
+    /// The set in creation on this host, from StartSnapshotSet until DoSnapshotSet ends (LIMIT-4).
+    set_in_creation: Mutex<Option<SnapshotSetId>>,
+    pub(crate) background: Background,
+}
+
+/// Counts tasks spawned so that a Thaw, Abort or release finishes even when the caller is gone
+/// (a dropped session or future, BK-END-6), and lets the host wait for them before exiting.
+pub(crate) struct Background {
+    running: Arc<watch::Sender<usize>>,
+}
+
+/// A background task, boxed so that it can wait in a slot until some runtime takes it.
+type BoxedTask = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Decrements the running count when a background task ends, even by panic.
+struct Ticket(Arc<watch::Sender<usize>>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.send_modify(|count| *count -= 1);
+    }
+}
+
+impl Background {
+    fn new() -> Self {
+        Background {
+            running: Arc::new(watch::Sender::new(0)),
+        }
+    }
+
+    /// Runs `task` to completion independently of the caller: on the current runtime, else on
+    /// `handle`, else (no runtime, or only one that is shutting down, so that a task spawned there
+    /// would be dropped unpolled) on a thread of its own. A Thaw or Abort must not be lost because
+    /// the runtime that started it is going away (architecture §8).
+    pub(crate) fn spawn<F>(&self, handle: Option<&Handle>, task: F) -> Option<JoinHandle<()>>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.running.send_modify(|count| *count += 1);
+        let ticket = Ticket(self.running.clone());
+        let task: BoxedTask = Box::pin(async move {
+            let _ticket = ticket;
+            task.await;
+        });
+        let slot = Arc::new(Mutex::new(Some(task)));
+        let candidates = [Handle::try_current().ok(), handle.cloned()];
+        for runtime in candidates.into_iter().flatten() {
+            let taken = slot.clone();
+            let join = runtime.spawn(async move {
+                let task = lock(&taken).take();
+                if let Some(task) = task {
+                    task.await;
+                }
+            });
+            // A runtime that is shutting down cancels the task at once, without polling it: the
+            // task is then still in the slot, and the next candidate runs it.
+            if !join.is_finished() || lock(&slot).is_none() {
+                return Some(join);
+            }
+        }
+        let task = lock(&slot).take()?;
+        let spawned = std::thread::Builder::new()
+            .name("shadowcopy-release".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(task),
+                    Err(error) => {
+                        tracing::error!("cannot start a runtime for background work: {error}")
+                    }
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::error!("cannot start a thread for background work: {error}");
+        }
+        None
+    }
+
+    async fn wait_idle(&self) {
+        let mut running = self.running.subscribe();
+        // The sender lives as long as `self`, so this only returns once the count is zero.
+        let _ = running.wait_for(|count| *count == 0).await;
+    }
+}
+
+/// Holds the one-set-in-creation lock (LIMIT-4) and frees it when dropped.
+pub(crate) struct SetSlot {
+    shared: Arc<Shared>,
+    set: SnapshotSetId,
+}
+
+impl Drop for SetSlot {
+    fn drop(&mut self) {
+        let mut current = lock(&self.shared.set_in_creation);
+        if *current == Some(self.set) {
+            *current = None;
+        }
+    }
+}
+
+/// The outcome of a deletion (DEL-1): how many were deleted and the first that could not be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteOutcome {
+    /// Shadow copies deleted.
+    pub deleted: usize,
+    /// The first shadow copy that could not be deleted, with the reason.
+    pub first_failure: Option<(SnapshotId, CoordinatorError)>,
+}
+
+impl Shared {
+    /// Claims the set-in-creation lock for `set` (LIMIT-4).
+    pub(crate) fn claim_set(self: &Arc<Self>, set: SnapshotSetId) -> Result<SetSlot> {
+        let mut current = lock(&self.set_in_creation);
+        if let Some(other) = *current {
+            return Err(CoordinatorError::new(
+                codes::VSS_E_SNAPSHOT_SET_IN_PROGRESS,
+                format!(
+                    "snapshot set {other} is being created on this host; only one set can be in \
+                     creation at a time, from StartSnapshotSet until DoSnapshotSet returns; retry \
+                     when it has finished (LIMIT-4)"
+                ),
+            ));
+        }
+        *current = Some(set);
+        Ok(SetSlot {
+            shared: self.clone(),
+            set,
+        })
+    }
+
+    pub(crate) fn provider_by_id(&self, id: ProviderId) -> Option<&RegisteredProvider> {
+        self.providers.iter().find(|p| p.info.id == id)
+    }
+
+    /// Chooses the provider for a volume (PROV-SEL-1): the one named, or else the first that
+    /// supports it among hardware, then software, then system providers.
+    pub(crate) async fn choose_provider(
+        &self,
+        volume: &str,
+        context: SnapshotContext,
+        requested: Option<ProviderId>,
+    ) -> Result<RegisteredProvider> {
+        if let Some(id) = requested {
+            let provider = self.provider_by_id(id).ok_or_else(|| {
+                CoordinatorError::new(
+                    codes::VSS_E_PROVIDER_NOT_REGISTERED,
+                    format!("no provider with id {id} is registered"),
+                )
+            })?;
+            return match self.support_of(provider, volume, context).await {
+                VolumeSupport::Supported => Ok(provider.clone()),
+                VolumeSupport::Unsupported { reason } => Err(CoordinatorError::new(
+                    codes::VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER,
+                    format!(
+                        "provider {} cannot snapshot volume {volume} in context {context}: {reason}",
+                        provider.info.name
+                    ),
+                )),
+            };
+        }
+        let mut candidates: Vec<&RegisteredProvider> = self.providers.iter().collect();
+        // A stable sort keeps registration order within one provider type.
+        candidates.sort_by_key(|p| selection_rank(p.info.provider_type));
+        let mut reasons = Vec::new();
+        for provider in candidates {
+            match self.support_of(provider, volume, context).await {
+                VolumeSupport::Supported => return Ok(provider.clone()),
+                VolumeSupport::Unsupported { reason } => {
+                    reasons.push(format!("{}: {reason}", provider.info.name));
+                }
+            }
+        }
+        let detail = if reasons.is_empty() {
+            "no provider is registered".to_string()
+        } else {
+            reasons.join("; ")
+        };
+        Err(CoordinatorError::new(
+            codes::VSS_E_VOLUME_NOT_SUPPORTED,
+            format!(
+                "no provider can snapshot volume {volume} in context {context} ({detail}). {}",
+                codes::VSS_E_VOLUME_NOT_SUPPORTED.action
+            ),
+        ))
+    }
+
+    async fn support_of(
+        &self,
+        provider: &RegisteredProvider,
+        volume: &str,
+        context: SnapshotContext,
+    ) -> VolumeSupport {
+        let result = call_provider(
+            provider,
+            ProviderStep::IsVolumeSupported,
+            volume,
+            Some(self.config.provider_timeouts.call),
+            provider.provider.is_volume_supported(volume, context),
+        )
+        .await;
+        match result {
+            Ok(support) => support,
+            // A provider that cannot even answer is treated as not supporting the volume.
+            Err(error) => VolumeSupport::Unsupported {
+                reason: error.message().to_string(),
+            },
+        }
+    }
+
+    /// Every shadow copy of every provider.
+    pub(crate) async fn query_all(&self) -> Result<Vec<SnapshotRecord>> {
+        let timeout = Some(self.config.provider_timeouts.call);
+        let answers = join_all(self.providers.iter().map(|p| {
+            call_provider(
+                p,
+                ProviderStep::QuerySnapshots,
+                "all shadow copies",
+                timeout,
+                p.provider.query_snapshots(),
+            )
+        }))
+        .await;
+        let mut records = Vec::new();
+        for answer in answers {
+            records.extend(answer?);
+        }
+        Ok(records)
+    }
+}
+
+/// The order of PROV-SEL-1: hardware, software, system, then anything else.
+fn selection_rank(provider_type: ProviderType) -> u8 {
+    match provider_type {
+        ProviderType::Hardware => 0,
+        ProviderType::Software => 1,
+        ProviderType::System => 2,
+        ProviderType::FileShare | ProviderType::Unknown => 3,
+    }
+}
+
+/// Calls one provider method with an optional time limit and translates its error (PROV-R-3): an
+/// allowed code passes, any other is logged with the provider and method and becomes
+/// VSS_E_UNEXPECTED_PROVIDER_ERROR. `subject` names the volume or set for the message.
+pub(crate) async fn call_provider<T, F>(
+    provider: &RegisteredProvider,
+    step: ProviderStep,
+    subject: &str,
+    limit: Option<Duration>,
+    call: F,
+) -> Result<T>
+where
+    F: Future<Output = std::result::Result<T, ProviderError>>,
+{
+    let name = &provider.info.name;
+    let result = match limit {
+        Some(limit) => match tokio::time::timeout(limit, call).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::error!(provider = %name, method = step.name(), "no answer within {} ms", limit.as_millis());
+                return Err(CoordinatorError::new(
+                    codes::VSS_E_UNEXPECTED_PROVIDER_ERROR,
+                    format!(
+                        "provider {name} did not finish {step} for {subject} within {} ms",
+                        limit.as_millis()
+                    ),
+                ));
+            }
+        },
+        None => call.await,
+    };
+    result.map_err(|error| provider_error(provider, step, subject, error))
+}
+
+/// The requester-visible error for a provider's error (PROV-R-3).
+pub(crate) fn provider_error(
+    provider: &RegisteredProvider,
+    step: ProviderStep,
+    subject: &str,
+    error: ProviderError,
+) -> CoordinatorError {
+    let name = &provider.info.name;
+    let code = translate_provider_code(error.code);
+    if code != error.code {
+        tracing::error!(
+            provider = %name,
+            method = step.name(),
+            original = error.code.name,
+            "provider returned a code providers may not return (PROV-R-3): {}",
+            error.message
+        );
+    } else {
+        tracing::error!(provider = %name, method = step.name(), code = error.code.name, "{}", error.message);
+    }
+    CoordinatorError::new(
+        code,
+        format!(
+            "provider {name} failed {step} for {subject}: {} (provider code {})",
+            error.message, error.code.name
+        ),
+    )
+}
+
+impl Coordinator {
+    /// A coordinator with these settings and providers (the providers' order is their registration
+    /// order, which breaks ties in PROV-SEL-1).
+    pub fn new(config: CoordinatorConfig, providers: Vec<Arc<dyn Provider>>) -> Self {
+        let providers = providers
+            .into_iter()
+            .map(|provider| RegisteredProvider {
+                info: provider.info(),
+                provider,
+            })
+            .collect();
+        Coordinator {
+            shared: Arc::new(Shared {
+                config,
+                providers,
+                registry: Registry::default(),
+                set_in_creation: Mutex::new(None),
+                background: Background::new(),
+            }),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.shared.config
+    }
+
+    /// Registers a connected writer and returns its new instance id (ROLE-7). The freeze timeout it
+    /// declared is lowered by the config, never raised (CFG-9). A second live registration of the
+    /// same class and instance name is refused with VSS_E_WRITER_ALREADY_SUBSCRIBED.
+    pub fn register_writer(
+        &self,
+        registration: WriterRegistration,
+        endpoint: Arc<dyn WriterEndpoint>,
+    ) -> Result<WriterInstanceId> {
+        let freeze_timeout = self
+            .shared
+            .config
+            .effective_freeze_timeout(registration.class_id, registration.freeze_timeout);
+        let name = registration.writer_name.clone();
+        let id = self
+            .shared
+            .registry
+            .register(registration, freeze_timeout, endpoint)?;
+        tracing::info!(writer = %name, instance = %id, freeze_timeout_ms = freeze_timeout.as_millis() as u64, "writer registered");
+        Ok(id)
+    }
+
+    /// Removes a writer whose connection ended. Its in-flight events fail at once with
+    /// VSS_E_WRITER_NOT_RESPONDING, and later events of its sessions fail the same way (WST-4,
+    /// RST-END-3). Returns whether the writer was registered.
+    pub fn unregister_writer(&self, id: WriterInstanceId) -> bool {
+        match self.shared.registry.unregister(id) {
+            Some(entry) => {
+                tracing::info!(writer = %entry.name(), instance = %id, "writer unregistered");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every registered writer with the last state any session reported, for admin listings
+    /// (`vssadmin list writers`). Per WST-2 this is informative only; a requester uses its own
+    /// session's `gather_writer_status`.
+    pub fn writers_status(&self) -> Vec<WriterStatus> {
+        self.shared
+            .registry
+            .all()
+            .iter()
+            .map(|entry| entry.status())
+            .collect()
+    }
+
+    /// The providers, in registration order (SNAP-2).
+    pub fn providers(&self) -> Vec<ProviderInfo> {
+        self.shared
+            .providers
+            .iter()
+            .map(|p| p.info.clone())
+            .collect()
+    }
+
+    /// The set being created on this host, if any (LIMIT-4), for status displays.
+    pub fn set_in_creation(&self) -> Option<SnapshotSetId> {
+        *lock(&self.shared.set_in_creation)
+    }
+
+    /// Every shadow copy visible in `context` (SNAP-2); ALL lists everything (CTX-5).
+    pub async fn snapshots(&self, context: SnapshotContext) -> Result<Vec<SnapshotRecord>> {
+        let mut records = self.shared.query_all().await?;
+        records.retain(|r| r.matches_context(context));
+        Ok(records)
+    }
+
+    /// One shadow copy (GetSnapshotProperties, SNAP-2).
+    pub async fn snapshot(&self, id: SnapshotId) -> Result<SnapshotRecord> {
+        self.shared
+            .query_all()
+            .await?
+            .into_iter()
+            .find(|r| r.snapshot_id == id)
+            .ok_or_else(|| {
+                CoordinatorError::new(
+                    codes::VSS_E_OBJECT_NOT_FOUND,
+                    format!("no shadow copy {id} exists"),
+                )
+            })
+    }
+
+    /// Deletes one shadow copy or a whole set (DEL-1), whatever its context (CTX-5 allows ALL here).
+    pub async fn delete_snapshots(&self, target: DeleteTarget) -> Result<DeleteOutcome> {
+        let records = self.shared.query_all().await?;
+        let matching: Vec<&SnapshotRecord> = records
+            .iter()
+            .filter(|r| match &target {
+                DeleteTarget::Snapshot(id) => r.snapshot_id == *id,
+                DeleteTarget::Set(set) => r.set_id == *set,
+            })
+            .collect();
+        if matching.is_empty() {
+            return Err(CoordinatorError::new(
+                codes::VSS_E_OBJECT_NOT_FOUND,
+                match &target {
+                    DeleteTarget::Snapshot(id) => format!("no shadow copy {id} exists"),
+                    DeleteTarget::Set(set) => format!("no shadow copy of set {set} exists"),
+                },
+            ));
+        }
+        let mut outcome = DeleteOutcome {
+            deleted: 0,
+            first_failure: None,
+        };
+        for provider in &self.shared.providers {
+            let Some(first) = matching.iter().find(|r| r.provider_id == provider.info.id) else {
+                continue;
+            };
+            let subject = match &target {
+                DeleteTarget::Snapshot(id) => format!("shadow copy {id} of {}", first.volume),
+                DeleteTarget::Set(set) => format!("set {set}"),
+            };
+            match call_provider(
+                provider,
+                ProviderStep::DeleteSnapshots,
+                &subject,
+                Some(self.shared.config.provider_timeouts.call),
+                provider.provider.delete_snapshots(target.clone()),
+            )
+            .await
+            {
+                Ok(count) => outcome.deleted += count,
+                Err(error) => {
+                    if outcome.first_failure.is_none() {
+                        outcome.first_failure = Some((first.snapshot_id, error));
+                    }
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// A new backup session (ROLE-12: one backup, then release).
+    pub fn open_backup_session(&self) -> BackupSession {
+        BackupSession::new(self.shared.clone())
+    }
+
+    /// A new restore session (ROLE-12: one restore, then release).
+    pub fn open_restore_session(&self) -> RestoreSession {
+        RestoreSession::new(self.shared.clone())
+    }
+
+    /// Waits until every background task has finished: releases of dropped sessions, and Thaw or
+    /// Abort deliveries that outlive the call that started them. A host calls this before exiting;
+    /// tests call it before checking that no writer was left frozen.
+    pub async fn wait_background(&self) {
+        self.shared.background.wait_idle().await;
+    }
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("providers", &self.providers())
+            .field("writers", &self.writers_status().len())
+            .finish()
+    }
+}
