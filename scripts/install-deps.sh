@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what shadowcopy needs on a fresh Debian 12 machine.
 #   scripts/install-deps.sh          what the programs need to build and run
-#   scripts/install-deps.sh --test   also what the test suite needs
+#   scripts/install-deps.sh --test   also what the test suite needs, including a Python venv with
+#                                    grpcio for examples/python-writer (/opt/shadowcopy-test-venv,
+#                                    or $SHADOWCOPY_TEST_VENV)
 # It is idempotent: packages already present are not fetched again.
 set -euo pipefail
 
@@ -12,6 +14,19 @@ want_tests=false
 runtime_packages=()
 # Debian packages only the tests use.
 test_packages=()
+
+# The tests run examples/python-writer with grpcio from PyPI, in a venv of their own. Debian's
+# python3 makes venvs only with python3-venv (it carries ensurepip); a python3 built elsewhere
+# (pyenv, /usr/local) usually has ensurepip built in and needs no Debian package.
+test_venv="${SHADOWCOPY_TEST_VENV:-/opt/shadowcopy-test-venv}"
+python_requirements="$(cd "$(dirname "$0")/.." && pwd)/examples/python-writer/requirements.txt"
+if $want_tests; then
+    if ! command -v python3 >/dev/null 2>&1; then
+        test_packages+=(python3 python3-venv)
+    elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        test_packages+=(python3-venv)
+    fi
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "install-deps: cargo is missing; install Rust 1.95 (rustup) first" >&2
@@ -30,5 +45,20 @@ if ((${#missing[@]})); then
     echo "install-deps: installing ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if $want_tests; then
+    # The venv is current when it was made from these exact requirements: a stamp file holds them.
+    stamp="$test_venv/.shadowcopy-requirements"
+    if [[ -x "$test_venv/bin/python" ]] && cmp -s "$python_requirements" "$stamp" \
+        && "$test_venv/bin/python" -c 'import grpc, grpc_tools.protoc' >/dev/null 2>&1; then
+        echo "install-deps: python test venv $test_venv is up to date"
+    else
+        echo "install-deps: creating python test venv $test_venv with" \
+            "$(grep -v '^#' "$python_requirements" | xargs)"
+        python3 -m venv --clear "$test_venv"
+        "$test_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+            -r "$python_requirements"
+        cp "$python_requirements" "$stamp"
+    fi
 fi
 echo "install-deps: ready"

@@ -1,0 +1,308 @@
+//! The daemon's configuration file, `/etc/shadowcopy/shadowcopyd.toml` (spec §15).
+//!
+//! Every setting has a default, so an absent file means the defaults. Unknown keys are refused,
+//! because a misspelt setting that is silently ignored is worse than a daemon that does not start.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The default configuration file.
+pub(crate) const DEFAULT_CONFIG: &str = "/etc/shadowcopy/shadowcopyd.toml";
+
+/// Everything `shadowcopyd.toml` can set.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct DaemonConfig {
+    /// Where the daemon listens and who may call it.
+    pub(crate) service: ServiceConfig,
+    /// Per-account roles (CFG-8).
+    pub(crate) access_control: BTreeMap<String, Role>,
+    /// Limits (CFG-1, CFG-2).
+    pub(crate) limits: LimitsConfig,
+    /// Per-event writer timeouts (CFG-16).
+    pub(crate) events: EventsConfig,
+    /// Per-writer-class settings, keyed by class id (CFG-9).
+    pub(crate) writers: BTreeMap<String, WriterClassConfig>,
+    /// Which providers to load.
+    pub(crate) providers: ProvidersConfig,
+}
+
+/// `[service]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ServiceConfig {
+    /// The control socket.
+    pub(crate) socket: PathBuf,
+    /// A group whose members may run requester and admin calls besides root (spec §17).
+    pub(crate) backup_group: Option<String>,
+    /// The provider commit window in milliseconds; 10 s by default (CFG-10). Lowering it is for tests.
+    pub(crate) commit_window_ms: u64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            socket: PathBuf::from("/run/shadowcopy/shadowcopyd.sock"),
+            backup_group: None,
+            commit_window_ms: 10_000,
+        }
+    }
+}
+
+/// A role granted to an account (CFG-8: 0 deny, 1 writer, 2 requester, 3 both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Role {
+    /// Neither role.
+    Deny,
+    /// May register writers.
+    Writer,
+    /// May run requester and admin calls.
+    Requester,
+    /// Both.
+    Both,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct LimitsConfig {
+    /// Client-accessible shadow copies kept per volume before the oldest is deleted (CFG-1: 1 to 512).
+    pub(crate) max_client_accessible_per_volume: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_client_accessible_per_volume: 64,
+        }
+    }
+}
+
+/// `[events]`: how long a writer may take to answer each event (CFG-16), in seconds.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct EventsConfig {
+    /// Identify.
+    pub(crate) identify_timeout_s: u64,
+    /// PrepareForBackup.
+    pub(crate) prepare_for_backup_timeout_s: u64,
+    /// PrepareForSnapshot.
+    pub(crate) prepare_for_snapshot_timeout_s: u64,
+    /// Thaw.
+    pub(crate) thaw_timeout_s: u64,
+    /// PostSnapshot.
+    pub(crate) post_snapshot_timeout_s: u64,
+    /// BackupComplete.
+    pub(crate) backup_complete_timeout_s: u64,
+    /// BackupShutdown and Abort.
+    pub(crate) backup_shutdown_timeout_s: u64,
+    /// PreRestore.
+    pub(crate) pre_restore_timeout_s: u64,
+    /// PostRestore.
+    pub(crate) post_restore_timeout_s: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            identify_timeout_s: 60,
+            prepare_for_backup_timeout_s: 60,
+            prepare_for_snapshot_timeout_s: 60,
+            thaw_timeout_s: 60,
+            post_snapshot_timeout_s: 60,
+            backup_complete_timeout_s: 60,
+            backup_shutdown_timeout_s: 60,
+            pre_restore_timeout_s: 600,
+            post_restore_timeout_s: 600,
+        }
+    }
+}
+
+/// `[writers."<class id>"]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WriterClassConfig {
+    /// The longest freeze window this writer class gets; may only lower the writer's own (CFG-9).
+    pub(crate) max_freeze_ms: u64,
+}
+
+/// `[providers]`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ProvidersConfig {
+    /// Load the simulated provider, for conformance tests; it claims volumes under `/sim/`.
+    pub(crate) simulated: bool,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    /// The file exists but cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped settings.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, with the line and the key.
+        message: String,
+    },
+    /// A setting is out of range.
+    #[error("{path}: {key} = {value}: {rule}")]
+    Range {
+        /// The file.
+        path: PathBuf,
+        /// The setting.
+        key: String,
+        /// Its value.
+        value: String,
+        /// The allowed range.
+        rule: String,
+    },
+}
+
+impl DaemonConfig {
+    /// Loads `path`; a missing file gives the defaults, since every setting has one.
+    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.into(),
+                    source,
+                });
+            }
+        };
+        Self::parse(path, &text)
+    }
+
+    /// Parses and checks a configuration text.
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let config: DaemonConfig = toml::from_str(text).map_err(|error| ConfigError::Parse {
+            path: path.into(),
+            message: error.to_string(),
+        })?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let range = |key: &str, value: String, rule: &str| ConfigError::Range {
+            path: path.into(),
+            key: key.into(),
+            value,
+            rule: rule.into(),
+        };
+        let max = self.limits.max_client_accessible_per_volume;
+        if !(1..=512).contains(&max) {
+            return Err(range(
+                "limits.max_client_accessible_per_volume",
+                max.to_string(),
+                "must be between 1 and 512 (CFG-1)",
+            ));
+        }
+        if !(1..=10_000).contains(&self.service.commit_window_ms) {
+            return Err(range(
+                "service.commit_window_ms",
+                self.service.commit_window_ms.to_string(),
+                "must be between 1 and 10000: the commit window may only be shortened (CFG-10)",
+            ));
+        }
+        for (class, writer) in &self.writers {
+            if class.parse::<shadowcopy_metadata::WriterClassId>().is_err() {
+                return Err(range(
+                    &format!("writers.\"{class}\""),
+                    class.clone(),
+                    "the key must be a writer class id (GUID)",
+                ));
+            }
+            if writer.max_freeze_ms == 0 {
+                return Err(range(
+                    &format!("writers.\"{class}\".max_freeze_ms"),
+                    "0".into(),
+                    "must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The commit window.
+    pub(crate) fn commit_window(&self) -> Duration {
+        Duration::from_millis(self.service.commit_window_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config = DaemonConfig::parse(Path::new("t.toml"), "").unwrap();
+        assert_eq!(config, DaemonConfig::default());
+        assert_eq!(config.commit_window(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let text = r#"
+            [service]
+            socket = "/tmp/x.sock"
+            backup_group = "backup"
+            commit_window_ms = 500
+            [access_control]
+            postgres = "writer"
+            bacula = "both"
+            [limits]
+            max_client_accessible_per_volume = 16
+            [events]
+            identify_timeout_s = 5
+            [writers."6a9d0f52-3c2e-4c61-9a53-5b1c1f0e8d21"]
+            max_freeze_ms = 20000
+            [providers]
+            simulated = true
+        "#;
+        let config = DaemonConfig::parse(Path::new("t.toml"), text).unwrap();
+        assert_eq!(config.service.backup_group.as_deref(), Some("backup"));
+        assert_eq!(config.access_control["bacula"], Role::Both);
+        assert_eq!(config.events.identify_timeout_s, 5);
+        assert_eq!(config.events.post_snapshot_timeout_s, 60);
+        assert!(config.providers.simulated);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err =
+            DaemonConfig::parse(Path::new("t.toml"), "[service]\nsoket = \"/x\"\n").unwrap_err();
+        assert!(err.to_string().contains("soket"), "{err}");
+        let err = DaemonConfig::parse(
+            Path::new("t.toml"),
+            "[limits]\nmax_client_accessible_per_volume = 600\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("CFG-1"), "{err}");
+        let err = DaemonConfig::parse(Path::new("t.toml"), "[service]\ncommit_window_ms = 60000\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("CFG-10"), "{err}");
+        let err = DaemonConfig::parse(Path::new("t.toml"), "[access_control]\nbob = \"admin\"\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("admin"), "{err}");
+        let err = DaemonConfig::parse(Path::new("t.toml"), "[writers.nope]\nmax_freeze_ms = 5\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("writer class id"), "{err}");
+    }
+}

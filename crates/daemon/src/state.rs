@@ -1,0 +1,105 @@
+//! The daemon's shared state: the coordinator, the configuration, who is connected, and the
+//! access check every call goes through.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime};
+
+use shadowcopy_coordinator::{Coordinator, WriterRegistration};
+use shadowcopy_metadata::codes;
+use shadowcopy_metadata::{WriterInstanceId, WriterMetadata};
+use tonic::{Request, Status};
+
+use crate::access::{self, Action, Peer};
+use crate::config::DaemonConfig;
+
+/// What the daemon knows about a connected writer beyond the coordinator's registry.
+#[derive(Debug, Clone)]
+pub(crate) struct WriterConnection {
+    /// What the writer registered with.
+    pub(crate) registration: WriterRegistration,
+    /// The WMD it sent with Register.
+    pub(crate) metadata: WriterMetadata,
+    /// Who connected.
+    pub(crate) peer: Peer,
+    /// When.
+    pub(crate) registered_at: SystemTime,
+}
+
+/// An open requester session, for `GetStatus`.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionEntry {
+    /// Whether it is a restore.
+    pub(crate) restore: bool,
+    /// Who opened it.
+    pub(crate) peer: Peer,
+    /// The last call it made.
+    pub(crate) phase: String,
+    /// When it was opened.
+    pub(crate) opened_at: SystemTime,
+}
+
+/// Everything the services share.
+pub(crate) struct Daemon {
+    /// The coordinator library.
+    pub(crate) coordinator: Coordinator,
+    /// The configuration the daemon started with.
+    pub(crate) config: DaemonConfig,
+    /// Connected writers.
+    pub(crate) connections: Mutex<HashMap<WriterInstanceId, WriterConnection>>,
+    /// Open requester sessions, by a daemon-local id.
+    pub(crate) sessions: Mutex<HashMap<u64, SessionEntry>>,
+    /// When the daemon started.
+    pub(crate) started: Instant,
+    /// Set to `true` when the daemon stops: every held stream ends so that the server can exit.
+    pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Daemon {
+    /// A daemon around a coordinator.
+    pub(crate) fn new(coordinator: Coordinator, config: DaemonConfig) -> Self {
+        Daemon {
+            coordinator,
+            config,
+            connections: Mutex::default(),
+            sessions: Mutex::default(),
+            started: Instant::now(),
+            shutdown: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Resolves once the daemon is stopping.
+    pub(crate) fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut receiver = self.shutdown.subscribe();
+        async move {
+            let _ = receiver.wait_for(|stopping| *stopping).await;
+        }
+    }
+
+    /// Checks the caller's credentials (SO_PEERCRED) against the access rules (spec §17).
+    ///
+    /// A refusal is E_ACCESSDENIED with a message that says what to change.
+    pub(crate) fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        action: Action,
+    ) -> Result<Peer, Status> {
+        shadowcopy_protocol::check_version(request)?;
+        let credentials = shadowcopy_protocol::peer_credentials(request).ok_or_else(|| {
+            shadowcopy_protocol::grpc_status(
+                &codes::E_ACCESSDENIED,
+                "the caller's credentials are unknown: shadowcopyd only serves local Unix-socket peers",
+            )
+        })?;
+        let peer = Peer {
+            uid: credentials.uid,
+            gid: credentials.gid,
+            pid: credentials.pid,
+        };
+        access::check(&self.config, peer, action).map_err(|denied| {
+            tracing::warn!(uid = peer.uid, pid = ?peer.pid, %denied, "caller refused");
+            shadowcopy_protocol::grpc_status(&codes::E_ACCESSDENIED, denied.to_string())
+        })?;
+        Ok(peer)
+    }
+}

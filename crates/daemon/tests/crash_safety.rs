@@ -1,0 +1,288 @@
+//! Thaw is sacred: writers frozen by a daemon that is killed with SIGKILL thaw at once, and a
+//! daemon stopped with SIGTERM ends every held stream and exits.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shadowcopy_metadata::bcd::BackupState;
+use shadowcopy_metadata::enums::{
+    ApplicationLevel, BackupSchema, BackupType, ComponentFlags, ComponentType, RestoreMethod,
+    SourceType, UsageType, WriterRestore,
+};
+use shadowcopy_metadata::wmd::{
+    Component, FileDescriptor, RestoreMethodSpec, WriterIdentity, WriterMetadata,
+};
+use shadowcopy_metadata::{WriterClassId, WriterInstanceId};
+use shadowcopy_requester::{Client, ComponentKey};
+use shadowcopy_test_support::DaemonProcess;
+use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterOptions};
+
+/// What a test writer saw, with the time it saw it.
+type Journal = Arc<Mutex<Vec<(&'static str, Instant)>>>;
+
+/// A writer that records Freeze, Thaw and Abort with their times.
+struct RecordingWriter {
+    name: String,
+    class_id: WriterClassId,
+    journal: Journal,
+}
+
+impl RecordingWriter {
+    fn record(&self, event: &'static str) {
+        self.journal.lock().unwrap().push((event, Instant::now()));
+    }
+}
+
+impl Writer for RecordingWriter {
+    fn metadata(&self) -> WriterMetadata {
+        WriterMetadata {
+            schema_version: shadowcopy_metadata::SCHEMA_VERSION,
+            identity: WriterIdentity {
+                writer_name: self.name.clone(),
+                class_id: self.class_id,
+                instance_id: WriterInstanceId::nil(),
+                instance_name: None,
+                usage_type: UsageType::UserData,
+                source_type: SourceType::Other,
+                version: None,
+            },
+            restore_method: RestoreMethodSpec {
+                method: RestoreMethod::RestoreIfCanReplace,
+                service: None,
+                user_procedure: None,
+                writer_restore: WriterRestore::Never,
+                reboot_required: false,
+            },
+            backup_schema: BackupSchema::default(),
+            excludes: Vec::new(),
+            exclude_from_snapshot: Vec::new(),
+            alternate_location_mappings: Vec::new(),
+            components: vec![Component {
+                component_type: ComponentType::FileGroup,
+                logical_path: String::new(),
+                name: "data".into(),
+                caption: None,
+                icon: None,
+                restore_metadata: false,
+                notify_on_backup_complete: false,
+                selectable_for_backup: true,
+                selectable_for_restore: false,
+                component_flags: ComponentFlags::empty(),
+                files: vec![FileDescriptor::new("/sim/ok/data", "*", true)],
+                database_files: Vec::new(),
+                database_log_files: Vec::new(),
+                dependencies: Vec::new(),
+            }],
+        }
+    }
+
+    async fn on_freeze(&self, _ctx: &EventContext) -> HandlerResult {
+        self.record("freeze");
+        Ok(())
+    }
+
+    async fn on_thaw(&self, _ctx: &EventContext) -> HandlerResult {
+        self.record("thaw");
+        Ok(())
+    }
+
+    async fn on_abort(&self, _ctx: &EventContext) -> HandlerResult {
+        self.record("abort");
+        Ok(())
+    }
+}
+
+fn daemon(name: &str, commit_window_ms: u32) -> DaemonProcess {
+    let config = format!(
+        "[service]\ncommit_window_ms = {commit_window_ms}\n[providers]\nsimulated = true\n"
+    );
+    DaemonProcess::start(Path::new(env!("CARGO_BIN_EXE_shadowcopyd")), name, &config)
+}
+
+/// Writers at the three application levels, each with a 60 s freeze timeout.
+async fn three_writers(socket: &Path) -> Vec<(Journal, shadowcopy_writer_sdk::WriterHandle)> {
+    let mut writers = Vec::new();
+    for (i, level) in [
+        ApplicationLevel::FrontEnd,
+        ApplicationLevel::BackEnd,
+        ApplicationLevel::System,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let journal = Journal::default();
+        let writer = RecordingWriter {
+            name: format!("crash-test-{i}"),
+            class_id: WriterClassId::new_random(),
+            journal: Arc::clone(&journal),
+        };
+        let options = WriterOptions {
+            application_level: level,
+            freeze_timeout: Duration::from_secs(60),
+            ..WriterOptions::with_socket(socket)
+        };
+        let mut handle = shadowcopy_writer_sdk::spawn(writer, options);
+        assert!(handle.registered().await.is_some(), "writer {i} registers");
+        writers.push((journal, handle));
+    }
+    writers
+}
+
+fn saw(journal: &Journal, event: &str) -> Option<Instant> {
+    journal
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(e, _)| *e == event)
+        .map(|(_, t)| *t)
+}
+
+async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Drives a backup of every writer up to DoSnapshotSet on `volume`, in a task of its own.
+async fn start_backup(socket: &Path, volume: &'static str) -> tokio::task::JoinHandle<()> {
+    let client = Client::connect(socket)
+        .await
+        .expect("the requester connects");
+    let mut session = client.backup_session().await.unwrap();
+    session.initialize_for_backup(None).await.unwrap();
+    session
+        .set_backup_state(BackupState {
+            component_mode: true,
+            bootable_system_state: false,
+            backup_type: BackupType::Full,
+            partial_file_support: false,
+        })
+        .await
+        .unwrap();
+    let writers = session.gather_writer_metadata().await.unwrap();
+    for wmd in &writers {
+        let key = ComponentKey {
+            writer_instance_id: wmd.identity.instance_id,
+            writer_class_id: wmd.identity.class_id,
+            component_type: ComponentType::FileGroup,
+            logical_path: String::new(),
+            name: "data".into(),
+        };
+        session.add_component(&key).await.unwrap();
+    }
+    session.start_snapshot_set().await.unwrap();
+    session.add_to_snapshot_set(volume, None).await.unwrap();
+    session.prepare_for_backup().await.unwrap();
+    tokio::spawn(async move {
+        // The provider hangs in commit, so this never returns before the daemon dies.
+        let _ = session.do_snapshot_set().await;
+        drop(client);
+    })
+}
+
+/// SIGKILL of the daemon while three writers are frozen: each runs its Abort handler at once,
+/// long before its 60 s freeze deadline (architecture §2, BK-SNAP-5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_daemon_thaws_three_frozen_writers_at_once() {
+    let mut daemon = daemon("kill-frozen", 10_000);
+    let writers = three_writers(daemon.socket()).await;
+    let backup = start_backup(daemon.socket(), "/sim/hang-at-commit/vol").await;
+    wait_until(
+        "all three writers to freeze",
+        Duration::from_secs(20),
+        || {
+            writers
+                .iter()
+                .all(|(journal, _)| saw(journal, "freeze").is_some())
+        },
+    )
+    .await;
+    // The provider hangs in commit: nobody has thawed yet.
+    assert!(
+        writers
+            .iter()
+            .all(|(j, _)| saw(j, "thaw").is_none() && saw(j, "abort").is_none())
+    );
+
+    let killed = Instant::now();
+    daemon.kill();
+    wait_until("every writer to abort", Duration::from_secs(30), || {
+        writers
+            .iter()
+            .all(|(journal, _)| saw(journal, "abort").is_some())
+    })
+    .await;
+    for (i, (journal, _)) in writers.iter().enumerate() {
+        let frozen = saw(journal, "freeze").unwrap();
+        let aborted = saw(journal, "abort").unwrap();
+        let after_kill = aborted.saturating_duration_since(killed);
+        let frozen_for = aborted.duration_since(frozen);
+        eprintln!(
+            "writer {i}: aborted {after_kill:?} after SIGKILL, frozen for {frozen_for:?} of 60 s"
+        );
+        assert!(
+            after_kill < Duration::from_secs(5),
+            "writer {i} waited {after_kill:?}"
+        );
+        assert!(
+            frozen_for < Duration::from_secs(30),
+            "writer {i} stayed frozen {frozen_for:?}"
+        );
+    }
+    backup.abort();
+}
+
+/// SIGTERM ends every held stream: frozen writers are aborted and the daemon exits by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_daemon_and_thaws_writers() {
+    let mut daemon = daemon("sigterm", 10_000);
+    let writers = three_writers(daemon.socket()).await;
+    let backup = start_backup(daemon.socket(), "/sim/hang-at-commit/vol").await;
+    wait_until(
+        "all three writers to freeze",
+        Duration::from_secs(20),
+        || {
+            writers
+                .iter()
+                .all(|(journal, _)| saw(journal, "freeze").is_some())
+        },
+    )
+    .await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(daemon.child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_until(
+        "every writer to thaw or abort",
+        Duration::from_secs(30),
+        || {
+            writers
+                .iter()
+                .all(|(j, _)| saw(j, "abort").is_some() || saw(j, "thaw").is_some())
+        },
+    )
+    .await;
+    let start = Instant::now();
+    loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "shadowcopyd exits cleanly: {status}\n{}",
+                daemon.log_text()
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "shadowcopyd did not exit after SIGTERM:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!daemon.socket().exists(), "the socket is removed at exit");
+    backup.abort();
+}

@@ -1,0 +1,160 @@
+//! Test support: a real `shadowcopyd` process per test, with its own socket, runtime directory
+//! and configuration, killed and cleaned up by a guard even when the test fails.
+//!
+//! Tests of the daemon's own package pass `env!("CARGO_BIN_EXE_shadowcopyd")`; tests of other
+//! packages use [`workspace_binary`], which finds the binary that `cargo test --workspace` built.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A private runtime directory removed on drop.
+pub struct TempDir(
+    /// The directory.
+    pub PathBuf,
+);
+
+impl TempDir {
+    /// A fresh directory under the system temp dir, named after the test.
+    pub fn new(name: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let dir = std::env::temp_dir().join(format!("sc-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Processes running as other users (access tests) must reach the socket inside.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        TempDir(dir)
+    }
+
+    /// A path inside the directory.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running daemon; killed on drop.
+pub struct DaemonProcess {
+    /// The daemon process.
+    pub child: Child,
+    /// Its control socket.
+    pub socket: PathBuf,
+    /// Its log file (stderr, at debug level).
+    pub log: PathBuf,
+    /// Its private directory, holding the socket, configuration and log.
+    pub dir: TempDir,
+}
+
+/// The configuration the tests use: simulated providers, short event timeouts, a 2 s commit window.
+pub const TEST_CONFIG: &str = r#"
+[service]
+commit_window_ms = 2000
+[events]
+identify_timeout_s = 5
+prepare_for_backup_timeout_s = 5
+prepare_for_snapshot_timeout_s = 5
+thaw_timeout_s = 5
+post_snapshot_timeout_s = 5
+backup_complete_timeout_s = 5
+backup_shutdown_timeout_s = 5
+pre_restore_timeout_s = 5
+post_restore_timeout_s = 5
+[providers]
+simulated = true
+"#;
+
+impl DaemonProcess {
+    /// Starts the `shadowcopyd` at `binary` with `config` and waits until its socket answers.
+    pub fn start(binary: &Path, name: &str, config: &str) -> Self {
+        let dir = TempDir::new(name);
+        let socket = dir.join("shadowcopyd.sock");
+        let config_path = dir.join("shadowcopyd.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = dir.join("shadowcopyd.log");
+        let child = Command::new(binary)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--socket")
+            .arg(&socket)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("shadowcopyd starts");
+        let mut daemon = DaemonProcess {
+            child,
+            socket,
+            log,
+            dir,
+        };
+        daemon.wait_for_socket();
+        daemon
+    }
+
+    fn wait_for_socket(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("shadowcopyd exited with {status}: {}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "shadowcopyd did not listen within 20 s: {}",
+            self.log_text()
+        );
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the daemon with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A binary of the workspace that `cargo test --workspace` built next to the running test.
+///
+/// Panics with what to run when the binary is missing.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let test = std::env::current_exe().expect("the test knows its path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let profile_dir = test
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    let binary = profile_dir.join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: build it first with `cargo build --workspace` (cargo test --workspace builds it)",
+        binary.display()
+    );
+    binary
+}
