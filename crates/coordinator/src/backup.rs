@@ -575,11 +575,14 @@ impl BackupSession {
             .map(|w| components_of(&inner.bcd, w))
             .collect();
         let span = tracing::info_span!(parent: &inner.span, "prepare_for_backup");
+        let (set, context) = (inner.bcd.snapshot_set_id(), inner.bcd.context());
         let results = join_all(taking_part.iter().zip(&sent).map(|(writer, components)| {
             writer.flags().participant = true;
             send_event(
                 writer,
                 WriterEvent::PrepareForBackup {
+                    set,
+                    context,
                     backup_state,
                     components: components.clone(),
                 },

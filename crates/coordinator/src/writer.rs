@@ -7,7 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use shadowcopy_metadata::bcd::{BackupState, WriterComponents};
 use shadowcopy_metadata::codes::ErrorCode;
-use shadowcopy_metadata::enums::{ApplicationLevel, RestoreType, SubscribeMask, WriterState};
+use shadowcopy_metadata::enums::{
+    ApplicationLevel, RestoreType, SnapshotContext, SubscribeMask, WriterState,
+};
 use shadowcopy_metadata::{
     SnapshotId, SnapshotSetId, WriterClassId, WriterInstanceId, WriterMetadata,
 };
@@ -32,6 +34,10 @@ pub enum WriterEvent {
     Identify,
     /// The backup is being prepared; the writer may edit its records (BK-PREP-3, BCD-7).
     PrepareForBackup {
+        /// The set, when the requester started one before PrepareForBackup (B7).
+        set: Option<SnapshotSetId>,
+        /// The snapshot context (BK-INIT-2).
+        context: SnapshotContext,
         /// Component mode, bootable state, backup type, partial-file support (BK-INIT-3).
         backup_state: BackupState,
         /// This writer's records; empty in volume mode (BK-DISC-5).

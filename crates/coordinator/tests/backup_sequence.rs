@@ -233,6 +233,7 @@ async fn volume_mode_sends_every_writer_the_backup_events() {
             WriterEvent::PrepareForBackup {
                 components,
                 backup_state,
+                ..
             } => {
                 assert!(components.components().is_empty());
                 assert_eq!(components.instance_id, writer.id());

@@ -65,6 +65,8 @@ fn event_message(event: &WriterEvent) -> Event {
     match event {
         WriterEvent::Identify => Event::Identify(v1::IdentifyEvent {}),
         WriterEvent::PrepareForBackup {
+            set,
+            context,
             backup_state,
             components,
         } => Event::PrepareForBackup(v1::PrepareForBackupEvent {
@@ -72,8 +74,8 @@ fn event_message(event: &WriterEvent) -> Event {
             bootable_system_state: backup_state.bootable_system_state,
             backup_type: backup_state.backup_type.value(),
             partial_file_support: backup_state.partial_file_support,
-            context: 0,
-            set_id: String::new(),
+            context: context.value(),
+            set_id: set_text(set),
             components_json: components_json(components),
         }),
         WriterEvent::PrepareForSnapshot { set, volumes } => {

@@ -415,11 +415,7 @@ async fn python_writer_takes_part_in_a_full_backup() {
     assert_eq!(names, BACKUP_EVENTS, "the Python writer's events");
     assert_eq!(events[0].1, "-", "Identify belongs to no set");
     for (name, event_set) in &events[1..] {
-        // The set was started before PrepareForBackup, so its event should carry the set id too,
-        // but shadowcopyd does not fill it in yet; accept "not set" there until it does.
-        if name == "PrepareForBackup" && event_set == "-" {
-            continue;
-        }
+        // The set was started before PrepareForBackup, so every later event carries its id.
         assert_eq!(event_set, &set_id, "the set id of {name}");
     }
 
