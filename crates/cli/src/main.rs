@@ -1,6 +1,7 @@
 //! `shadowcopy`: the command-line tool for documents, selections and result codes.
 
 mod codes;
+mod daemon;
 mod document;
 mod output;
 mod select;
@@ -12,8 +13,12 @@ use clap::{Parser, Subcommand};
 /// shadowcopy: application-consistent shadow copies and backups for Linux, after the Volume
 /// Shadow Copy Service model.
 ///
+/// Commands that talk to the daemon (`writers`, `providers`, `list`, `delete`, `status`) use the
+/// socket given by `--socket` or `SHADOWCOPY_SOCKET`, by default /run/shadowcopy/shadowcopyd.sock.
+///
 /// Exit status: 0 on success; 1 when the input was read but breaks a rule (an invalid document,
-/// an illegal selection, an unknown code); 2 for a usage error.
+/// an illegal selection, an unknown code) or the daemon refused or failed the request; 2 for a
+/// usage error.
 #[derive(Debug, Parser)]
 #[command(
     name = "shadowcopy",
@@ -46,6 +51,8 @@ enum Command {
     ///
     /// Without an argument, lists every code.
     Codes(codes::CodesArgs),
+    #[command(flatten)]
+    Daemon(daemon::DaemonCommand),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +62,7 @@ fn main() -> ExitCode {
         Command::Document(command) => document::run(command, &out),
         Command::Select(args) => select::run(args, &out),
         Command::Codes(args) => codes::run(args, &out),
+        Command::Daemon(command) => daemon::run(command, &out),
     };
     match result {
         Ok(code) => code,

@@ -7,7 +7,6 @@
 //! dropped, which makes the coordinator abort any frozen writer, and the session is released.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use shadowcopy_coordinator::{
     BackupSession, ComponentKey, CoordinatorError, RestoreSession, WriterSelector,
@@ -30,8 +29,6 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::access::{Action, Peer};
 use crate::convert::{parse_id, snapshot_properties, status_of, writer_status};
 use crate::state::{Daemon, SessionEntry};
-
-static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 /// The gRPC Requester service.
 #[derive(Clone)]
@@ -551,7 +548,7 @@ async fn run_session(
     mut inbound: Streaming<v1::RequesterRequest>,
     outbound: mpsc::Sender<Result<v1::RequesterResponse, Status>>,
 ) {
-    let local_id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+    let local_id = shadowcopy_metadata::Guid::new_v4();
     daemon.sessions.lock().expect("sessions lock").insert(
         local_id,
         SessionEntry {
@@ -561,7 +558,7 @@ async fn run_session(
             opened_at: std::time::SystemTime::now(),
         },
     );
-    tracing::info!(session = local_id, uid = peer.uid, pid = ?peer.pid, "requester session opened");
+    tracing::info!(session = %local_id, uid = peer.uid, pid = ?peer.pid, "requester session opened");
     let mut session = Session::New;
     let stopping = daemon.stopping();
     tokio::pin!(stopping);
@@ -575,7 +572,7 @@ async fn run_session(
                 Ok(Some(request)) => request,
                 Ok(None) => break,
                 Err(status) => {
-                    tracing::info!(session = local_id, %status, "requester stream failed");
+                    tracing::info!(session = %local_id, %status, "requester stream failed");
                     break;
                 }
             },
@@ -604,19 +601,19 @@ async fn run_session(
             entry.restore = matches!(session, Session::Restore(_))
                 || matches!(call, Call::InitializeForRestore(_));
         }
-        tracing::debug!(session = local_id, call = name, "requester call");
+        tracing::debug!(session = %local_id, call = name, "requester call");
         // A requester that disappears during a long call (DoSnapshotSet) is noticed at once: the
         // call is dropped, the coordinator's guards abort frozen writers, and the session is released.
         let result = tokio::select! {
             result = session.handle(&daemon, call) => result,
             () = outbound.closed() => {
-                tracing::warn!(session = local_id, call = name, "requester disappeared during a call");
+                tracing::warn!(session = %local_id, call = name, "requester disappeared during a call");
                 break;
             }
         };
         if let Err(error) = &result {
             tracing::info!(
-                session = local_id,
+                session = %local_id,
                 call = name,
                 code = error.code().name,
                 message = error.message(),
@@ -634,7 +631,7 @@ async fn run_session(
         }
     }
     tracing::info!(
-        session = local_id,
+        session = %local_id,
         "requester session ended; releasing (BK-END-6)"
     );
     session.release().await;

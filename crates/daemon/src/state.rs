@@ -47,8 +47,8 @@ pub(crate) struct Daemon {
     pub(crate) config: DaemonConfig,
     /// Connected writers.
     pub(crate) connections: Mutex<HashMap<WriterInstanceId, WriterConnection>>,
-    /// Open requester sessions, by a daemon-local id.
-    pub(crate) sessions: Mutex<HashMap<u64, SessionEntry>>,
+    /// Open requester sessions, by session id.
+    pub(crate) sessions: Mutex<HashMap<shadowcopy_metadata::Guid, SessionEntry>>,
     /// When the daemon started.
     pub(crate) started: Instant,
     /// Set to `true` when the daemon stops: every held stream ends so that the server can exit.
