@@ -12,8 +12,10 @@ want_tests=false
 
 # Debian packages the programs use at run time.
 runtime_packages=()
-# Debian packages only the tests use.
-test_packages=()
+# Debian packages only the tests use: the provider tests make btrfs and xfs (reflink) file systems
+# on loop devices of their own (crates/test-support, LoopVolume; mkfs.ext4 and losetup come with
+# e2fsprogs and util-linux, which every Debian system has).
+test_packages=(btrfs-progs xfsprogs)
 
 # The tests run examples/python-writer with grpcio from PyPI, in a venv of their own. Debian's
 # python3 makes venvs only with python3-venv (it carries ensurepip); a python3 built elsewhere

@@ -123,6 +123,8 @@ pub const ALLOWED_PROVIDER_CODES: &[ErrorCode] = &[
     codes::VSS_E_MAXIMUM_NUMBER_OF_SNAPSHOTS_REACHED,
     codes::VSS_E_PROVIDER_VETO,
     codes::VSS_E_CANNOT_REVERT_DISKID,
+    // The code every other failure is translated to: a provider may say it directly.
+    codes::VSS_E_UNEXPECTED_PROVIDER_ERROR,
 ];
 
 /// The code a requester sees for a provider's code (PROV-R-3): allowed codes pass, others are

@@ -3,6 +3,13 @@
 //!
 //! Tests of the daemon's own package pass `env!("CARGO_BIN_EXE_shadowcopyd")`; tests of other
 //! packages use [`workspace_binary`], which finds the binary that `cargo test --workspace` built.
+//!
+//! Provider tests get real file systems from [`LoopVolume`] (module [`loop_volume`]): btrfs, xfs
+//! or ext4 on a loop device of their own, torn down by a guard (architecture intent §8).
+
+pub mod loop_volume;
+
+pub use loop_volume::{Footprint, FsKind, LoopError, LoopVolume, MIB};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,15 @@
+//! Snapshot providers: the backends that cut shadow copies of volumes for the coordinator
+//! (ROLE-1, PROV-1), each implementing `shadowcopy_coordinator::Provider`.
+//!
+//! - [`btrfs`]: [`BtrfsProvider`], read-only snapshots of btrfs subvolumes through the btrfs
+//!   ioctls; the primary, fully testable provider (platform facts §5).
+//!
+//! The coordinator knows no concrete provider (ARCHITECTURE.md, "Departures from the original
+//! plan"); the daemon chooses which of these to load. Providers here run in the coordinator's
+//! process (PROV-REG-1 asks for separate processes; the plug-in protocol comes later). They never
+//! freeze a file system they snapshot, and their tests run only on loop-device file systems made
+//! for them (architecture intent §8).
+
+pub mod btrfs;
+
+pub use btrfs::{BTRFS_PROVIDER_ID, BtrfsProvider, SnapshotDir};
