@@ -14,11 +14,9 @@ use shadowcopy_coordinator::{
     Coordinator, CoordinatorConfig, EndpointError, Provider, WriterEndpoint, WriterEvent,
     WriterRegistration, WriterReply,
 };
-use shadowcopy_metadata::enums::{
-    ApplicationLevel, ComponentType, RestoreMethod, SourceType, UsageType, WriterRestore,
-};
-use shadowcopy_metadata::wmd::{Component, FileDescriptor, RestoreMethodSpec, WriterIdentity};
-use shadowcopy_metadata::{WriterClassId, WriterInstanceId, WriterMetadata};
+use shadowcopy_metadata::enums::ApplicationLevel;
+use shadowcopy_metadata::wmd::{Component, FileDescriptor};
+use shadowcopy_metadata::{WriterClassId, WriterMetadata};
 
 const ITERATIONS: usize = 30;
 
@@ -38,49 +36,13 @@ impl WriterEndpoint for InstantWriter {
 }
 
 fn metadata(index: usize, class_id: WriterClassId) -> WriterMetadata {
-    WriterMetadata {
-        schema_version: shadowcopy_metadata::SCHEMA_VERSION,
-        identity: WriterIdentity {
-            writer_name: format!("bench-{index}"),
-            class_id,
-            instance_id: WriterInstanceId::nil(),
-            instance_name: None,
-            usage_type: UsageType::UserData,
-            source_type: SourceType::Other,
-            version: None,
-        },
-        restore_method: RestoreMethodSpec {
-            method: RestoreMethod::RestoreIfCanReplace,
-            service: None,
-            user_procedure: None,
-            writer_restore: WriterRestore::Always,
-            reboot_required: false,
-        },
-        backup_schema: Default::default(),
-        excludes: Vec::new(),
-        exclude_from_snapshot: Vec::new(),
-        alternate_location_mappings: Vec::new(),
-        components: vec![Component {
-            component_type: ComponentType::FileGroup,
-            logical_path: String::new(),
-            name: "data".into(),
-            caption: None,
-            icon: None,
-            restore_metadata: false,
-            notify_on_backup_complete: true,
-            selectable_for_backup: true,
-            selectable_for_restore: true,
-            component_flags: Default::default(),
-            files: vec![FileDescriptor::new(
-                format!("/srv/bench-{index}"),
-                "*",
-                true,
-            )],
-            database_files: Vec::new(),
-            database_log_files: Vec::new(),
-            dependencies: Vec::new(),
-        }],
-    }
+    let files = vec![FileDescriptor::new(
+        format!("/srv/bench-{index}"),
+        "*",
+        true,
+    )];
+    let data = Component::file_group("", "data", true, files);
+    WriterMetadata::simple(format!("bench-{index}"), class_id, vec![data])
 }
 
 fn coordinator(writers: usize) -> Coordinator {

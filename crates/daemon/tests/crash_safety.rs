@@ -5,15 +5,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use shadowcopy_metadata::WriterClassId;
 use shadowcopy_metadata::bcd::BackupState;
-use shadowcopy_metadata::enums::{
-    ApplicationLevel, BackupSchema, BackupType, ComponentFlags, ComponentType, RestoreMethod,
-    SourceType, UsageType, WriterRestore,
-};
-use shadowcopy_metadata::wmd::{
-    Component, FileDescriptor, RestoreMethodSpec, WriterIdentity, WriterMetadata,
-};
-use shadowcopy_metadata::{WriterClassId, WriterInstanceId};
+use shadowcopy_metadata::enums::{ApplicationLevel, BackupType, ComponentType};
+use shadowcopy_metadata::wmd::{Component, FileDescriptor, WriterMetadata};
 use shadowcopy_requester::{Client, ComponentKey};
 use shadowcopy_test_support::DaemonProcess;
 use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterOptions};
@@ -36,45 +31,13 @@ impl RecordingWriter {
 
 impl Writer for RecordingWriter {
     fn metadata(&self) -> WriterMetadata {
-        WriterMetadata {
-            schema_version: shadowcopy_metadata::SCHEMA_VERSION,
-            identity: WriterIdentity {
-                writer_name: self.name.clone(),
-                class_id: self.class_id,
-                instance_id: WriterInstanceId::nil(),
-                instance_name: None,
-                usage_type: UsageType::UserData,
-                source_type: SourceType::Other,
-                version: None,
-            },
-            restore_method: RestoreMethodSpec {
-                method: RestoreMethod::RestoreIfCanReplace,
-                service: None,
-                user_procedure: None,
-                writer_restore: WriterRestore::Never,
-                reboot_required: false,
-            },
-            backup_schema: BackupSchema::default(),
-            excludes: Vec::new(),
-            exclude_from_snapshot: Vec::new(),
-            alternate_location_mappings: Vec::new(),
-            components: vec![Component {
-                component_type: ComponentType::FileGroup,
-                logical_path: String::new(),
-                name: "data".into(),
-                caption: None,
-                icon: None,
-                restore_metadata: false,
-                notify_on_backup_complete: false,
-                selectable_for_backup: true,
-                selectable_for_restore: false,
-                component_flags: ComponentFlags::empty(),
-                files: vec![FileDescriptor::new("/sim/ok/data", "*", true)],
-                database_files: Vec::new(),
-                database_log_files: Vec::new(),
-                dependencies: Vec::new(),
-            }],
-        }
+        let data = Component::file_group(
+            "",
+            "data",
+            true,
+            vec![FileDescriptor::new("/sim/ok/data", "*", true)],
+        );
+        WriterMetadata::simple(self.name.clone(), self.class_id, vec![data])
     }
 
     async fn on_freeze(&self, _ctx: &EventContext) -> HandlerResult {

@@ -297,3 +297,66 @@ impl WriterMetadata {
             .any(|f| f.matches_set(set))
     }
 }
+
+impl Component {
+    /// A file-group component with default flags and no dependencies (COMP-2).
+    pub fn file_group(
+        logical_path: impl Into<String>,
+        name: impl Into<String>,
+        selectable_for_backup: bool,
+        files: Vec<FileDescriptor>,
+    ) -> Self {
+        Component {
+            component_type: ComponentType::FileGroup,
+            logical_path: logical_path.into(),
+            name: name.into(),
+            caption: None,
+            icon: None,
+            restore_metadata: false,
+            notify_on_backup_complete: true,
+            selectable_for_backup,
+            selectable_for_restore: false,
+            component_flags: ComponentFlags::empty(),
+            files,
+            database_files: Vec::new(),
+            database_log_files: Vec::new(),
+            dependencies: Vec::new(),
+        }
+    }
+}
+
+impl WriterMetadata {
+    /// The WMD of a simple writer: user data, restored in place when the files can be replaced,
+    /// full backups only, and the given components. The instance id is left nil: the coordinator
+    /// assigns it at registration (ROLE-7).
+    pub fn simple(
+        writer_name: impl Into<String>,
+        class_id: WriterClassId,
+        components: Vec<Component>,
+    ) -> Self {
+        WriterMetadata {
+            schema_version: crate::SCHEMA_VERSION,
+            identity: WriterIdentity {
+                writer_name: writer_name.into(),
+                class_id,
+                instance_id: WriterInstanceId::nil(),
+                instance_name: None,
+                usage_type: UsageType::UserData,
+                source_type: SourceType::Other,
+                version: None,
+            },
+            restore_method: RestoreMethodSpec {
+                method: RestoreMethod::RestoreIfCanReplace,
+                service: None,
+                user_procedure: None,
+                writer_restore: WriterRestore::Always,
+                reboot_required: false,
+            },
+            backup_schema: BackupSchema::empty(),
+            excludes: Vec::new(),
+            exclude_from_snapshot: Vec::new(),
+            alternate_location_mappings: Vec::new(),
+            components,
+        }
+    }
+}

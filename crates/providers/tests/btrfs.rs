@@ -19,11 +19,8 @@ use shadowcopy_coordinator::{
     VolumeSupport, WriterEndpoint, WriterEvent, WriterEventKind, WriterRegistration, WriterReply,
 };
 use shadowcopy_metadata::codes;
-use shadowcopy_metadata::enums::{
-    ComponentType, RestoreMethod, SnapshotContext, SnapshotState, SourceType, UsageType,
-    WriterRestore,
-};
-use shadowcopy_metadata::wmd::{Component, FileDescriptor, RestoreMethodSpec, WriterIdentity};
+use shadowcopy_metadata::enums::{SnapshotContext, SnapshotState};
+use shadowcopy_metadata::wmd::{Component, FileDescriptor};
 use shadowcopy_metadata::{
     SnapshotId, SnapshotSetId, WriterClassId, WriterInstanceId, WriterMetadata,
 };
@@ -116,53 +113,17 @@ impl FileWriter {
     }
 
     fn metadata(&self) -> WriterMetadata {
-        WriterMetadata {
-            schema_version: shadowcopy_metadata::SCHEMA_VERSION,
-            identity: WriterIdentity {
-                writer_name: "file-writer".into(),
-                class_id: self.class_id,
-                instance_id: WriterInstanceId::nil(),
-                instance_name: None,
-                usage_type: UsageType::UserData,
-                source_type: SourceType::Other,
-                version: None,
-            },
-            restore_method: RestoreMethodSpec {
-                method: RestoreMethod::RestoreIfCanReplace,
-                service: None,
-                user_procedure: None,
-                writer_restore: WriterRestore::Never,
-                reboot_required: false,
-            },
-            backup_schema: Default::default(),
-            excludes: Vec::new(),
-            exclude_from_snapshot: Vec::new(),
-            alternate_location_mappings: Vec::new(),
-            components: vec![Component {
-                component_type: ComponentType::FileGroup,
-                logical_path: String::new(),
-                name: "data".into(),
-                caption: None,
-                icon: None,
-                restore_metadata: false,
-                notify_on_backup_complete: true,
-                selectable_for_backup: true,
-                selectable_for_restore: true,
-                component_flags: Default::default(),
-                files: self
-                    .files
-                    .iter()
-                    .map(|f| {
-                        let dir = f.parent().unwrap().to_str().unwrap();
-                        let name = f.file_name().unwrap().to_str().unwrap();
-                        FileDescriptor::new(dir, name, false)
-                    })
-                    .collect(),
-                database_files: Vec::new(),
-                database_log_files: Vec::new(),
-                dependencies: Vec::new(),
-            }],
-        }
+        let files = self
+            .files
+            .iter()
+            .map(|f| {
+                let dir = f.parent().unwrap().to_str().unwrap();
+                let name = f.file_name().unwrap().to_str().unwrap();
+                FileDescriptor::new(dir, name, false)
+            })
+            .collect();
+        let data = Component::file_group("", "data", true, files);
+        WriterMetadata::simple("file-writer", self.class_id, vec![data])
     }
 }
 
