@@ -21,9 +21,10 @@ use tracing::Instrument;
 use crate::config::MAX_VOLUMES_PER_SET;
 use crate::coordinator::{SetSlot, Shared, call_provider};
 use crate::error::{CoordinatorError, Result};
+use crate::events::settle;
 use crate::events::{apply_components, components_of, gather, send_event};
 use crate::provider::{DeleteTarget, ProviderStep, SnapshotRecord};
-use crate::registry::{Failed, SessionWriter};
+use crate::registry::SessionWriter;
 use crate::snapshot_set::{self, PlannedVolume, abort_writers, providers_of};
 use crate::writer::{WriterEvent, WriterEventKind, WriterSelector, WriterStatus};
 
@@ -592,17 +593,12 @@ impl BackupSession {
         .instrument(span)
         .await;
         for ((writer, sent), result) in taking_part.iter().zip(&sent).zip(results) {
-            let reply = match result {
-                Ok(reply) => {
-                    writer.set_state(WriterState::Stable);
-                    Some(reply)
-                }
-                Err(failed) => {
-                    let Failed { failure, reply } = *failed;
-                    writer.fail(WriterEventKind::PrepareForBackup, failure);
-                    reply
-                }
-            };
+            let reply = settle(
+                writer,
+                WriterEventKind::PrepareForBackup,
+                WriterState::Stable,
+                result,
+            );
             apply_components(
                 &mut inner.bcd,
                 Phase::PrepareForBackup,
@@ -815,17 +811,12 @@ impl BackupSession {
         .instrument(span)
         .await;
         for ((writer, sent), result) in recipients.iter().zip(&sent).zip(results) {
-            let reply = match result {
-                Ok(reply) => {
-                    writer.set_state(WriterState::Stable);
-                    Some(reply)
-                }
-                Err(failed) => {
-                    let Failed { failure, reply } = *failed;
-                    writer.fail(WriterEventKind::BackupComplete, failure);
-                    reply
-                }
-            };
+            let reply = settle(
+                writer,
+                WriterEventKind::BackupComplete,
+                WriterState::Stable,
+                result,
+            );
             apply_components(
                 &mut inner.bcd,
                 Phase::BackupComplete,

@@ -18,6 +18,28 @@ use crate::writer::{WriterEvent, WriterEventKind, WriterFailure, WriterReply};
 /// The outcome of one event: the reply, or the failure (with the reply if the writer sent one).
 pub(crate) type EventResult = std::result::Result<WriterReply, Box<Failed>>;
 
+/// Records one writer's outcome of an event: the state it reaches on success (WST-3), or
+/// FAILED_AT_<event> with its failure (WST-4). Returns the reply, which a vetoing writer may
+/// still have sent with its records.
+pub(crate) fn settle(
+    writer: &SessionWriter,
+    kind: WriterEventKind,
+    success: shadowcopy_metadata::enums::WriterState,
+    result: EventResult,
+) -> Option<WriterReply> {
+    match result {
+        Ok(reply) => {
+            writer.set_state(success);
+            Some(reply)
+        }
+        Err(failed) => {
+            let Failed { failure, reply } = *failed;
+            writer.fail(kind, failure);
+            reply
+        }
+    }
+}
+
 /// Sends Identify to every writer `wanted` accepts and keeps those that answered with a valid
 /// WMD of their own class. Identify changes no writer state anywhere (ROLE-6); a writer whose
 /// Identify fails is left out of this session's lists (BK-INIT-6).

@@ -19,8 +19,9 @@ use tracing::Instrument;
 use crate::backup::SessionId;
 use crate::coordinator::Shared;
 use crate::error::{CoordinatorError, Result};
+use crate::events::settle;
 use crate::events::{apply_components, gather, send_event};
-use crate::registry::{Failed, SessionWriter};
+use crate::registry::SessionWriter;
 use crate::writer::{WriterEvent, WriterEventKind, WriterStatus};
 
 /// Names a component of a stored backup: its writer by class id and persistent instance name
@@ -483,7 +484,12 @@ impl RestoreSession {
         .instrument(span)
         .await;
         for ((writer, sent), result) in recipients.iter().zip(results) {
-            let reply = finish(writer, WriterEventKind::PreRestore, result);
+            let reply = settle(
+                writer,
+                WriterEventKind::PreRestore,
+                WriterState::Stable,
+                result,
+            );
             apply_components(
                 &mut inner.bcd,
                 Phase::PreRestore,
@@ -578,7 +584,12 @@ impl RestoreSession {
         .instrument(span)
         .await;
         for ((writer, sent), result) in recipients.iter().zip(results) {
-            let reply = finish(writer, WriterEventKind::PostRestore, result);
+            let reply = settle(
+                writer,
+                WriterEventKind::PostRestore,
+                WriterState::Stable,
+                result,
+            );
             apply_components(
                 &mut inner.bcd,
                 Phase::PostRestore,
@@ -628,25 +639,6 @@ impl Drop for RestoreSession {
             tracing::warn!(
                 "restore session dropped between PreRestore and PostRestore (RST-END-2)"
             );
-        }
-    }
-}
-
-/// Records the outcome of a restore event (STABLE throughout a restore, WST-3).
-fn finish(
-    writer: &SessionWriter,
-    kind: WriterEventKind,
-    result: crate::events::EventResult,
-) -> Option<crate::writer::WriterReply> {
-    match result {
-        Ok(reply) => {
-            writer.set_state(WriterState::Stable);
-            Some(reply)
-        }
-        Err(failed) => {
-            let Failed { failure, reply } = *failed;
-            writer.fail(kind, failure);
-            reply
         }
     }
 }

@@ -27,6 +27,7 @@ use tracing::Instrument;
 
 use crate::coordinator::{RegisteredProvider, Shared, call_provider};
 use crate::error::{CoordinatorError, Result};
+use crate::events::settle;
 use crate::events::{apply_components, components_of, send_abort, send_event};
 use crate::provider::{DeleteTarget, ProviderStep};
 use crate::registry::{Delivery, Failed, SessionWriter, deliver, lock};
@@ -309,17 +310,10 @@ impl Run {
                 set: self.set,
                 volumes: self.volumes.clone(),
             };
-            match send_event(writer, event, limit).await {
-                Ok(reply) => {
-                    writer.set_state(WriterState::WaitingForFreeze);
-                    (writer.clone(), Some(reply))
-                }
-                Err(failed) => {
-                    let Failed { failure, reply } = *failed;
-                    writer.fail(WriterEventKind::PrepareForSnapshot, failure);
-                    (writer.clone(), reply)
-                }
-            }
+            let result = send_event(writer, event, limit).await;
+            let kind = WriterEventKind::PrepareForSnapshot;
+            let reply = settle(writer, kind, WriterState::WaitingForFreeze, result);
+            (writer.clone(), reply)
         }))
         .await
     }
