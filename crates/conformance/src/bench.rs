@@ -13,15 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use shadowcopy_metadata::WriterClassId;
 use shadowcopy_metadata::bcd::BackupState;
-use shadowcopy_metadata::enums::{
-    BackupSchema, ComponentFlags, ComponentType, RestoreMethod, SourceType, UsageType,
-    WriterRestore,
-};
-use shadowcopy_metadata::wmd::{
-    Component, FileDescriptor, RestoreMethodSpec, WriterIdentity, WriterMetadata,
-};
-use shadowcopy_metadata::{WriterClassId, WriterInstanceId};
+use shadowcopy_metadata::enums::ComponentType;
+use shadowcopy_metadata::wmd::{Component, FileDescriptor, WriterMetadata};
 use shadowcopy_requester::{Client, ComponentKey};
 use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterHandle, WriterOptions};
 use tokio::sync::Notify;
@@ -92,49 +87,13 @@ struct BenchWriter {
 
 impl Writer for BenchWriter {
     fn metadata(&self) -> WriterMetadata {
-        WriterMetadata {
-            schema_version: shadowcopy_metadata::SCHEMA_VERSION,
-            identity: WriterIdentity {
-                writer_name: self.name.clone(),
-                class_id: self.class_id,
-                instance_id: WriterInstanceId::nil(),
-                instance_name: None,
-                usage_type: UsageType::UserData,
-                source_type: SourceType::Other,
-                version: None,
-            },
-            restore_method: RestoreMethodSpec {
-                method: RestoreMethod::RestoreIfCanReplace,
-                service: None,
-                user_procedure: None,
-                writer_restore: WriterRestore::Never,
-                reboot_required: false,
-            },
-            backup_schema: BackupSchema::default(),
-            excludes: Vec::new(),
-            exclude_from_snapshot: Vec::new(),
-            alternate_location_mappings: Vec::new(),
-            components: vec![Component {
-                component_type: ComponentType::FileGroup,
-                logical_path: String::new(),
-                name: "data".into(),
-                caption: None,
-                icon: None,
-                restore_metadata: false,
-                notify_on_backup_complete: false,
-                selectable_for_backup: true,
-                selectable_for_restore: false,
-                component_flags: ComponentFlags::empty(),
-                files: vec![FileDescriptor::new(
-                    format!("{VOLUME}/{}", self.name),
-                    "*",
-                    true,
-                )],
-                database_files: Vec::new(),
-                database_log_files: Vec::new(),
-                dependencies: Vec::new(),
-            }],
-        }
+        let files = vec![FileDescriptor::new(
+            format!("{VOLUME}/{}", self.name),
+            "*",
+            true,
+        )];
+        let data = Component::file_group("", "data", true, files);
+        WriterMetadata::simple(self.name.clone(), self.class_id, vec![data])
     }
 
     async fn on_backup_shutdown(&self, _ctx: &EventContext) -> HandlerResult {

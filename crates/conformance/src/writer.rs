@@ -14,13 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shadowcopy_metadata::enums::{
-    ApplicationLevel, BackupSchema, ComponentFlags, ComponentType, RestoreMethod, SourceType,
-    UsageType, WriterRestore,
-};
-use shadowcopy_metadata::wmd::{
-    Component, FileDescriptor, RestoreMethodSpec, WriterIdentity, WriterMetadata,
-};
+use shadowcopy_metadata::enums::{ApplicationLevel, ComponentFlags, ComponentType};
+use shadowcopy_metadata::wmd::{Component, FileDescriptor, WriterMetadata};
 use shadowcopy_metadata::{SnapshotSetId, WriterClassId, WriterInstanceId};
 use shadowcopy_writer_sdk::{
     AbortCause, EventContext, EventKind, HandlerResult, Writer, WriterFailure, WriterHandle,
@@ -332,30 +327,7 @@ fn names(components: &shadowcopy_metadata::bcd::WriterComponents) -> Vec<String>
 
 impl Writer for TestWriter {
     fn metadata(&self) -> WriterMetadata {
-        WriterMetadata {
-            schema_version: shadowcopy_metadata::SCHEMA_VERSION,
-            identity: WriterIdentity {
-                writer_name: self.name.clone(),
-                class_id: self.class_id,
-                instance_id: WriterInstanceId::nil(),
-                instance_name: None,
-                usage_type: UsageType::UserData,
-                source_type: SourceType::Other,
-                version: None,
-            },
-            restore_method: RestoreMethodSpec {
-                method: RestoreMethod::RestoreIfCanReplace,
-                service: None,
-                user_procedure: None,
-                writer_restore: WriterRestore::Always,
-                reboot_required: false,
-            },
-            backup_schema: BackupSchema::default(),
-            excludes: Vec::new(),
-            exclude_from_snapshot: Vec::new(),
-            alternate_location_mappings: Vec::new(),
-            components: self.components.clone(),
-        }
+        WriterMetadata::simple(self.name.clone(), self.class_id, self.components.clone())
     }
 
     async fn on_identify(&self, ctx: &EventContext) -> Result<WriterMetadata, WriterFailure> {
