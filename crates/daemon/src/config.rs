@@ -131,11 +131,22 @@ pub(crate) struct WriterClassConfig {
 }
 
 /// `[providers]`.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct ProvidersConfig {
+    /// Load the btrfs provider: read-only snapshots of btrfs subvolumes (on by default).
+    pub(crate) btrfs: bool,
     /// Load the simulated provider, for conformance tests; it claims volumes under `/sim/`.
     pub(crate) simulated: bool,
+}
+
+impl Default for ProvidersConfig {
+    fn default() -> Self {
+        ProvidersConfig {
+            btrfs: true,
+            simulated: false,
+        }
+    }
 }
 
 /// Why the configuration could not be loaded.
@@ -275,6 +286,7 @@ mod tests {
             max_freeze_ms = 20000
             [providers]
             simulated = true
+            btrfs = false
         "#;
         let config = DaemonConfig::parse(Path::new("t.toml"), text).unwrap();
         assert_eq!(config.service.backup_group.as_deref(), Some("backup"));
@@ -282,6 +294,11 @@ mod tests {
         assert_eq!(config.events.identify_timeout_s, 5);
         assert_eq!(config.events.post_snapshot_timeout_s, 60);
         assert!(config.providers.simulated);
+        assert!(!config.providers.btrfs);
+        assert!(
+            DaemonConfig::default().providers.btrfs,
+            "real storage by default"
+        );
     }
 
     #[test]

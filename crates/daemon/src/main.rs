@@ -113,6 +113,9 @@ async fn main() -> anyhow::Result<()> {
     init_logging(args.log_format);
 
     let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
+    if config.providers.btrfs {
+        providers.push(Arc::new(shadowcopy_providers::BtrfsProvider::new()));
+    }
     if config.providers.simulated {
         providers.extend(simulated::providers());
     }
