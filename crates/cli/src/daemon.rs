@@ -56,6 +56,21 @@ pub(crate) enum DaemonCommand {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Create a persistent shadow copy set over mount points, with the writers taking part.
+    ///
+    /// Every registered writer is asked to freeze around the snapshots (volume mode, SEL-6) unless
+    /// `--no-writers` is given; the backup type is COPY, so no writer truncates its logs (BT-1).
+    /// The shadow copies stay until `shadowcopy delete`; their paths are printed.
+    Create {
+        /// A mount point to copy; repeat for a multi-volume set (at most 64, LIMIT-1).
+        #[arg(long = "volume", value_name = "MOUNT_POINT", required = true)]
+        volumes: Vec<String>,
+        /// Make the set without writers (crash-consistent, context NAS_ROLLBACK).
+        #[arg(long)]
+        no_writers: bool,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Show the daemon's version, uptime, open sessions and the set in creation.
     Status {
         #[command(flatten)]
@@ -197,6 +212,13 @@ async fn run_async(command: DaemonCommand, out: &Output) -> anyhow::Result<ExitC
                 format!("deleted {deleted} shadow copies\n")
             });
         }
+        DaemonCommand::Create {
+            volumes,
+            no_writers,
+            socket,
+        } => {
+            return create(&socket, &volumes, no_writers, out).await;
+        }
         DaemonCommand::Status { socket } => {
             let status = admin(&socket).await?.get_status().await?;
             let value = json!({
@@ -232,5 +254,102 @@ async fn run_async(command: DaemonCommand, out: &Output) -> anyhow::Result<ExitC
             });
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `shadowcopy create`: one persistent set through the whole backup sequence (B1 to B15).
+async fn create(
+    socket: &SocketArg,
+    volumes: &[String],
+    no_writers: bool,
+    out: &Output,
+) -> anyhow::Result<ExitCode> {
+    use shadowcopy_metadata::bcd::BackupState;
+    use shadowcopy_metadata::enums::{BackupType, SnapshotAttributes, SnapshotContext};
+
+    let client = Client::connect(&socket.socket).await?;
+    let mut session = client.backup_session().await?;
+    let context = if no_writers {
+        SnapshotContext::NasRollback
+    } else {
+        SnapshotContext::AppRollback
+    };
+    session.initialize_for_backup(None).await?;
+    session
+        .set_context(context, SnapshotAttributes::empty())
+        .await?;
+    if !no_writers {
+        session
+            .set_backup_state(BackupState {
+                component_mode: false,
+                bootable_system_state: false,
+                backup_type: BackupType::Copy,
+                partial_file_support: false,
+            })
+            .await?;
+        session.gather_writer_metadata().await?;
+    }
+    let set = session.start_snapshot_set().await?;
+    let mut snapshots = Vec::new();
+    for volume in volumes {
+        snapshots.push((
+            volume.clone(),
+            session.add_to_snapshot_set(volume, None).await?,
+        ));
+    }
+    if !no_writers {
+        session.prepare_for_backup().await?;
+    }
+    if let Err(error) = session.do_snapshot_set().await {
+        // BK-SNAP-9: after a failed DoSnapshotSet the requester still aborts.
+        let _ = session.abort_backup().await;
+        return Err(error.into());
+    }
+    let failed: Vec<_> = if no_writers {
+        Vec::new()
+    } else {
+        session
+            .gather_writer_status()
+            .await?
+            .into_iter()
+            .filter(|w| w.state.is_failed())
+            .collect()
+    };
+    if !no_writers {
+        session.backup_complete().await?;
+    }
+    let mut listed = Vec::new();
+    for (volume, id) in &snapshots {
+        let properties = session.snapshot_properties(*id).await?;
+        listed.push(
+            json!({"volume": volume, "snapshot_id": id, "snapshot_path": properties.snapshot_path}),
+        );
+    }
+    session.release().await?;
+    let writers_failed: Vec<_> = failed
+        .iter()
+        .map(|w| json!({"writer": w.writer_name, "state": w.state.name()}))
+        .collect();
+    out.print(
+        &json!({"set_id": set, "snapshots": listed, "writers_failed": writers_failed}),
+        || {
+            let mut text = format!("Shadow copy set {set}\n");
+            for entry in &listed {
+                text += &format!(
+                    "   {} -> {} ({})\n",
+                    entry["volume"].as_str().unwrap_or_default(),
+                    entry["snapshot_path"].as_str().unwrap_or_default(),
+                    entry["snapshot_id"].as_str().unwrap_or_default()
+                );
+            }
+            for w in &failed {
+                text += &format!(
+                    "warning: writer {} ended {}; its data in this set is only crash-consistent\n",
+                    w.writer_name, w.state
+                );
+            }
+            text
+        },
+    );
     Ok(ExitCode::SUCCESS)
 }

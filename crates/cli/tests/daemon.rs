@@ -77,3 +77,61 @@ fn a_missing_daemon_is_reported_with_the_socket() {
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output.stderr).contains("/nonexistent/shadowcopyd.sock"));
 }
+
+/// `create`, `list` and `delete` on a real btrfs volume made on a loop device for this test.
+#[test]
+fn loop_btrfs_create_list_delete() {
+    use shadowcopy_test_support::{LoopVolume, MIB};
+
+    let volume = LoopVolume::btrfs(256 * MIB).expect("a btrfs loop volume (root and btrfs-progs)");
+    std::fs::write(volume.path("file.txt"), "kept\n").unwrap();
+    let daemon = DaemonProcess::start(&workspace_binary("shadowcopyd"), "cli-create", "");
+    let mount = volume.mount_point().to_str().unwrap();
+
+    let created = shadowcopy(&daemon, &["--json", "create", "--volume", mount], None);
+    assert_eq!(created.status.code(), Some(0), "{}", text(&created.stderr));
+    let value: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let set = value["set_id"].as_str().unwrap().to_owned();
+    let path = std::path::PathBuf::from(value["snapshots"][0]["snapshot_path"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(path.join("file.txt")).unwrap(),
+        "kept\n"
+    );
+
+    // Persistent: the copy outlives the session that made it.
+    let listed = shadowcopy(&daemon, &["--json", "list", "--set", &set], None);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["state"], "CREATED");
+
+    let deleted = shadowcopy(&daemon, &["delete", "--set", &set], None);
+    assert_eq!(deleted.status.code(), Some(0), "{}", text(&deleted.stderr));
+    assert!(text(&deleted.stdout).contains("deleted 1"));
+    assert!(!path.exists(), "the snapshot is gone from disk");
+    drop(daemon);
+    volume.close().expect("nothing left mounted or attached");
+}
+
+/// A volume no provider can copy is refused with VSS_E_VOLUME_NOT_SUPPORTED and a hint.
+#[test]
+fn loop_ext4_create_is_refused_with_a_hint() {
+    use shadowcopy_test_support::{LoopVolume, MIB};
+
+    let volume = LoopVolume::ext4(64 * MIB).expect("an ext4 loop volume");
+    let daemon = DaemonProcess::start(&workspace_binary("shadowcopyd"), "cli-ext4", "");
+    let mount = volume.mount_point().to_str().unwrap();
+    let refused = shadowcopy(
+        &daemon,
+        &["create", "--no-writers", "--volume", mount],
+        None,
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    let message = text(&refused.stderr);
+    assert!(message.contains("VSS_E_VOLUME_NOT_SUPPORTED"), "{message}");
+    assert!(
+        message.contains("btrfs"),
+        "the message says what would work: {message}"
+    );
+    drop(daemon);
+    volume.close().expect("nothing left mounted or attached");
+}
