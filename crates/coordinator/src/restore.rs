@@ -571,12 +571,14 @@ impl RestoreSession {
             })
             .collect();
         let limit = inner.shared.config.event_timeouts.post_restore;
+        let restore_type = inner.bcd.restore_type();
         let span = tracing::info_span!(parent: &inner.span, "post_restore");
         let results = join_all(recipients.iter().map(|(writer, components)| {
             send_event(
                 writer,
                 WriterEvent::PostRestore {
                     components: components.clone(),
+                    restore_type,
                 },
                 limit,
             )

@@ -100,6 +100,8 @@ pub enum WriterEvent {
     PostRestore {
         /// This writer's records, with the restore status and targets used.
         components: WriterComponents,
+        /// The restore type (RST-PREP-7).
+        restore_type: RestoreType,
     },
 }
 

@@ -102,7 +102,11 @@ async fn restore_happy_path() {
         other => panic!("expected PreRestore, got {other:?}"),
     }
     match &events[2] {
-        WriterEvent::PostRestore { components } => {
+        WriterEvent::PostRestore {
+            components,
+            restore_type,
+        } => {
+            assert_eq!(*restore_type, RestoreType::ByCopy);
             assert_eq!(
                 components.components()[0].file_restore_status(),
                 FileRestoreStatus::All

@@ -129,9 +129,12 @@ fn event_message(event: &WriterEvent) -> Event {
             components_json: components_json(components),
             restore_type: restore_type.value(),
         }),
-        WriterEvent::PostRestore { components } => Event::PostRestore(v1::PostRestoreEvent {
+        WriterEvent::PostRestore {
+            components,
+            restore_type,
+        } => Event::PostRestore(v1::PostRestoreEvent {
             components_json: components_json(components),
-            restore_type: 0,
+            restore_type: restore_type.value(),
         }),
     }
 }

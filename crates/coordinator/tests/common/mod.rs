@@ -266,7 +266,7 @@ impl WriterEndpoint for TestWriter {
             | WriterEvent::PostSnapshot { components, .. }
             | WriterEvent::BackupComplete { components, .. }
             | WriterEvent::PreRestore { components, .. }
-            | WriterEvent::PostRestore { components } => {
+            | WriterEvent::PostRestore { components, .. } => {
                 *self.last_components.lock().unwrap() = Some(components.clone());
             }
             _ => {}
