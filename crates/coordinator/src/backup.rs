@@ -319,7 +319,9 @@ impl BackupSession {
             on
         };
         let span = tracing::info_span!(parent: &inner.span, "gather_writer_metadata");
-        inner.writers = gather(&inner.shared, enabled).instrument(span).await;
+        inner.writers = gather(&inner.shared, inner.id, enabled)
+            .instrument(span)
+            .await;
         inner.gathered = true;
         inner.step = Step::Gathered;
         Ok(())

@@ -45,6 +45,7 @@ pub(crate) fn settle(
 /// Identify fails is left out of this session's lists (BK-INIT-6).
 pub(crate) async fn gather(
     shared: &Shared,
+    session: crate::SessionId,
     wanted: impl Fn(&WriterEntry) -> bool,
 ) -> Vec<Arc<SessionWriter>> {
     let limit = shared.config.event_timeouts.identify;
@@ -56,7 +57,7 @@ pub(crate) async fn gather(
         .collect();
     let answers = join_all(entries.iter().map(|entry| async move {
         let deadline = Instant::now() + limit;
-        deliver(entry, WriterEvent::Identify, deadline)
+        deliver(entry, session, WriterEvent::Identify, deadline)
             .await
             .into_result(
                 WriterEventKind::Identify,
@@ -72,7 +73,7 @@ pub(crate) async fn gather(
             Err(failed) => Err(failed.failure.message),
         };
         match accepted {
-            Ok(metadata) => writers.push(Arc::new(SessionWriter::new(entry, metadata))),
+            Ok(metadata) => writers.push(Arc::new(SessionWriter::new(entry, metadata, session))),
             Err(reason) => {
                 tracing::warn!(
                     writer = %entry.name(),
@@ -120,7 +121,7 @@ pub(crate) async fn send_event(
     limit: Duration,
 ) -> EventResult {
     let kind = event.kind();
-    deliver(&writer.entry, event, Instant::now() + limit)
+    deliver(&writer.entry, writer.session, event, Instant::now() + limit)
         .await
         .into_result(kind, limit, codes::VSS_E_WRITER_NOT_RESPONDING)
 }

@@ -197,6 +197,7 @@ impl Delivery {
 /// Sends one event and waits for the reply until `deadline`, or until the writer's connection ends.
 pub(crate) async fn deliver(
     entry: &WriterEntry,
+    session: crate::SessionId,
     event: WriterEvent,
     deadline: Instant,
 ) -> Delivery {
@@ -214,7 +215,7 @@ pub(crate) async fn deliver(
         }
         let mut gone = entry.gone.subscribe();
         let outcome = tokio::select! {
-            result = tokio::time::timeout_at(deadline, entry.endpoint.deliver(event)) => match result {
+            result = tokio::time::timeout_at(deadline, entry.endpoint.deliver_in_session(session, event)) => match result {
                 Ok(Ok(reply)) => Delivery::Replied(Box::new(reply)),
                 Ok(Err(EndpointError::Gone)) => Delivery::Gone,
                 Ok(Err(EndpointError::Protocol(message))) => Delivery::Protocol(message),
@@ -270,14 +271,21 @@ pub(crate) struct SessionFlags {
 pub(crate) struct SessionWriter {
     pub(crate) entry: Arc<WriterEntry>,
     pub(crate) metadata: WriterMetadata,
+    /// The session this writer takes part in; every event carries it (ROLE-5).
+    pub(crate) session: crate::SessionId,
     flags: Mutex<SessionFlags>,
 }
 
 impl SessionWriter {
-    pub(crate) fn new(entry: Arc<WriterEntry>, metadata: WriterMetadata) -> Self {
+    pub(crate) fn new(
+        entry: Arc<WriterEntry>,
+        metadata: WriterMetadata,
+        session: crate::SessionId,
+    ) -> Self {
         SessionWriter {
             entry,
             metadata,
+            session,
             flags: Mutex::new(SessionFlags {
                 state: WriterState::Stable,
                 failure: None,

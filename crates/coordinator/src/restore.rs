@@ -279,7 +279,9 @@ impl RestoreSession {
             "it must come once, after initialize_for_restore (RST-INIT-3)",
         )?;
         let span = tracing::info_span!(parent: &inner.span, "gather_writer_metadata");
-        inner.writers = gather(&inner.shared, |_| true).instrument(span).await;
+        inner.writers = gather(&inner.shared, inner.id, |_| true)
+            .instrument(span)
+            .await;
         inner.step = Step::Gathered;
         Ok(())
     }

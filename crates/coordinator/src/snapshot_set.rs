@@ -366,7 +366,7 @@ impl Run {
             set: self.set,
             freeze_timeout: timeout,
         };
-        let delivery = deliver(&writer.entry, event, deadline).await;
+        let delivery = deliver(&writer.entry, writer.session, event, deadline).await;
         let gone = matches!(delivery, Delivery::Gone);
         match delivery.into_result(
             WriterEventKind::Freeze,

@@ -287,6 +287,18 @@ pub enum EndpointError {
 pub trait WriterEndpoint: Send + Sync {
     /// Sends one event and waits for the writer's reply.
     async fn deliver(&self, event: WriterEvent) -> Result<WriterReply, EndpointError>;
+
+    /// Sends one event of the session `session`. Every callback belongs to one session (ROLE-5),
+    /// and a writer serving concurrent sessions keeps its per-backup state by session, so
+    /// transports that can carry the id override this; the default ignores it.
+    async fn deliver_in_session(
+        &self,
+        session: crate::SessionId,
+        event: WriterEvent,
+    ) -> Result<WriterReply, EndpointError> {
+        let _ = session;
+        self.deliver(event).await
+    }
 }
 
 /// What a writer tells the coordinator when it connects (ROLE-7, ROLE-8).

@@ -174,9 +174,13 @@ fn reply_of(result: v1::EventResult) -> Result<WriterReply, EndpointError> {
     Ok(reply)
 }
 
-#[async_trait]
-impl WriterEndpoint for StreamEndpoint {
-    async fn deliver(&self, event: WriterEvent) -> Result<WriterReply, EndpointError> {
+impl StreamEndpoint {
+    /// Sends one event on the writer's stream and waits for its result.
+    async fn send(
+        &self,
+        session_id: String,
+        event: WriterEvent,
+    ) -> Result<WriterReply, EndpointError> {
         let event_id = self.next_event.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
         self.pending
@@ -189,7 +193,7 @@ impl WriterEndpoint for StreamEndpoint {
         };
         let message = v1::CoordinatorEvent {
             event_id,
-            session_id: String::new(),
+            session_id,
             event: Some(event_message(&event)),
         };
         self.outbound
@@ -199,6 +203,22 @@ impl WriterEndpoint for StreamEndpoint {
         // The sender is dropped when the writer's stream ends: that is "gone", not a hang.
         let result = receiver.await.map_err(|_| EndpointError::Gone)?;
         reply_of(result)
+    }
+}
+
+#[async_trait]
+impl WriterEndpoint for StreamEndpoint {
+    async fn deliver(&self, event: WriterEvent) -> Result<WriterReply, EndpointError> {
+        self.send(String::new(), event).await
+    }
+
+    /// The writer keeps its per-backup state by session (ROLE-5), so every event names its own.
+    async fn deliver_in_session(
+        &self,
+        session: shadowcopy_coordinator::SessionId,
+        event: WriterEvent,
+    ) -> Result<WriterReply, EndpointError> {
+        self.send(session.to_string(), event).await
     }
 }
 
