@@ -267,11 +267,27 @@ impl Shared {
             )
         }))
         .await;
+        // One provider that cannot answer must not hide every other provider's shadow copies;
+        // only when none answers is the query a failure.
         let mut records = Vec::new();
-        for answer in answers {
-            records.extend(answer?);
+        let mut first_error = None;
+        let mut answered = self.providers.is_empty();
+        for (provider, answer) in self.providers.iter().zip(answers) {
+            match answer {
+                Ok(found) => {
+                    answered = true;
+                    records.extend(found);
+                }
+                Err(error) => {
+                    tracing::warn!(provider = %provider.info.name, %error, "provider query failed; its shadow copies are not listed");
+                    first_error.get_or_insert(error);
+                }
+            }
         }
-        Ok(records)
+        match first_error {
+            Some(error) if !answered => Err(error),
+            _ => Ok(records),
+        }
     }
 }
 
@@ -435,9 +451,22 @@ impl Coordinator {
     }
 
     /// Every shadow copy visible in `context` (SNAP-2); ALL lists everything (CTX-5).
+    ///
+    /// Preparations of a set that is no longer in creation are left out: a requester that released
+    /// its session before DoSnapshotSet leaves them with the provider until its next set
+    /// (PROV-SEQ-2), but they will never become shadow copies.
     pub async fn snapshots(&self, context: SnapshotContext) -> Result<Vec<SnapshotRecord>> {
         let mut records = self.shared.query_all().await?;
-        records.retain(|r| r.matches_context(context));
+        let in_creation = self.set_in_creation();
+        records.retain(|r| {
+            let preparing = matches!(
+                r.state,
+                shadowcopy_metadata::enums::SnapshotState::Preparing
+                    | shadowcopy_metadata::enums::SnapshotState::ProcessingPrepare
+                    | shadowcopy_metadata::enums::SnapshotState::Prepared
+            );
+            r.matches_context(context) && (!preparing || Some(r.set_id) == in_creation)
+        });
         Ok(records)
     }
 

@@ -99,6 +99,15 @@ async fn abandoned_set_is_not_aborted_at_the_provider() {
     let events = env.log.events_of("sim");
     assert!(!events.contains(&"AbortSnapshots".into()), "{events:?}");
     assert!(!events.contains(&"DeleteSnapshots".into()), "{events:?}");
+    // The provider still holds the preparation, but it will never be a shadow copy: not listed.
+    assert!(!env.providers[0].snapshots().is_empty());
+    assert!(
+        env.coord
+            .snapshots(SnapshotContext::All)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let mut session = env.coord.open_backup_session();
     session.initialize_for_backup(None).unwrap();
@@ -303,5 +312,33 @@ async fn snapshots_can_be_listed_and_deleted_one_by_one() {
         .unwrap_err();
     assert_eq!(err.code(), codes::VSS_E_OBJECT_NOT_FOUND);
     assert_eq!(env.surviving_snapshots(), 1);
+    env.finish().await;
+}
+
+/// A provider that cannot answer a query does not hide the other providers' shadow copies.
+#[tokio::test(start_paused = true)]
+async fn one_failing_provider_does_not_hide_the_others() {
+    let env = Env::new(test_config(), &["sim", "broken"]);
+    let mut session = env.coord.open_backup_session();
+    session.initialize_for_backup(None).unwrap();
+    session.set_context(SnapshotContext::NasRollback).unwrap();
+    session.start_snapshot_set().unwrap();
+    let kept = session.add_to_snapshot_set("/one", None).await.unwrap();
+    session.do_snapshot_set().await.unwrap();
+    session.release().await.unwrap();
+    let broken = env
+        .providers
+        .iter()
+        .find(|p| p.snapshots().is_empty())
+        .unwrap();
+    broken.set_faults(shadowcopy_coordinator::sim::FaultPlan::new().fail(
+        shadowcopy_coordinator::ProviderStep::QuerySnapshots,
+        codes::E_OUTOFMEMORY,
+    ));
+    let listed = env.coord.snapshots(SnapshotContext::All).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.snapshot_id).collect::<Vec<_>>(),
+        [kept]
+    );
     env.finish().await;
 }
