@@ -357,7 +357,6 @@ async fn backup_call(session: &mut BackupSession, daemon: &Daemon, call: Call) -
             empty()
         }
         Call::GetBackupComponents(_) => Ok(Some(bcd_payload(session.backup_components()?))),
-        Call::Cancel(_) => Err(bad_state("there is no asynchronous call running to cancel")),
         other => {
             let _ = daemon;
             Err(bad_state(&format!(
@@ -533,7 +532,6 @@ async fn restore_call(session: &mut RestoreSession, call: Call) -> CallResult {
             session.abort()?;
             empty()
         }
-        Call::Cancel(_) => Err(bad_state("restores cannot be cancelled (BK-ABORT-5)")),
         other => Err(bad_state(&format!(
             "{} is a backup call; this is a restore session",
             call_name(&other)
@@ -602,14 +600,63 @@ async fn run_session(
                 || matches!(call, Call::InitializeForRestore(_));
         }
         tracing::debug!(session = %local_id, call = name, "requester call");
-        // A requester that disappears during a long call (DoSnapshotSet) is noticed at once: the
-        // call is dropped, the coordinator's guards abort frozen writers, and the session is released.
-        let result = tokio::select! {
-            result = session.handle(&daemon, call) => result,
-            () = outbound.closed() => {
-                tracing::warn!(session = %local_id, call = name, "requester disappeared during a call");
+        if matches!(call, Call::Cancel(_)) {
+            // Nothing is running between calls: a Cancel then does nothing (ROLE-3).
+            let response = v1::RequesterResponse {
+                request_id: request.request_id,
+                status: Some(shadowcopy_protocol::status_ok()),
+                result: Some(Payload::Empty(v1::Empty {})),
+            };
+            if outbound.send(Ok(response)).await.is_err() {
                 break;
             }
+            continue;
+        }
+        // Restores cannot be cancelled (BK-ABORT-5); a backup call can, by dropping it, which makes
+        // the coordinator's guards abort any frozen writer.
+        let cancellable = matches!(session, Session::Backup(_) | Session::New)
+            && !matches!(call, Call::InitializeForRestore(_));
+        let result = {
+            let running = session.handle(&daemon, call);
+            tokio::pin!(running);
+            loop {
+                tokio::select! {
+                    result = &mut running => break Some(result),
+                    // A requester that disappears during a long call (DoSnapshotSet) is noticed at
+                    // once: the call is dropped and the session is released (BK-END-6).
+                    () = outbound.closed() => break None,
+                    message = inbound.message() => match message {
+                        Ok(Some(v1::RequesterRequest { request_id, call: Some(Call::Cancel(_)) })) => {
+                            let answer = v1::RequesterResponse {
+                                request_id,
+                                status: Some(shadowcopy_protocol::status_ok()),
+                                result: Some(Payload::Empty(v1::Empty {})),
+                            };
+                            let _ = outbound.send(Ok(answer)).await;
+                            if cancellable {
+                                tracing::info!(session = %local_id, call = name, "call cancelled by the requester");
+                                break Some(Err(CoordinatorError::new(
+                                    codes::VSS_S_ASYNC_CANCELLED,
+                                    format!("{name} was cancelled by the requester (ROLE-3)"),
+                                )));
+                            }
+                        }
+                        Ok(Some(other)) => {
+                            let status = crate::convert::error_status(
+                                &codes::VSS_E_BAD_STATE,
+                                &format!("calls on a session run one at a time; {name} is still running"),
+                            );
+                            let answer = v1::RequesterResponse { request_id: other.request_id, status: Some(status), result: None };
+                            let _ = outbound.send(Ok(answer)).await;
+                        }
+                        Ok(None) | Err(_) => break None,
+                    },
+                }
+            }
+        };
+        let Some(result) = result else {
+            tracing::warn!(session = %local_id, call = name, "requester disappeared during a call");
+            break;
         };
         if let Err(error) = &result {
             tracing::info!(

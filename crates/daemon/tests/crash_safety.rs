@@ -9,7 +9,7 @@ use shadowcopy_metadata::WriterClassId;
 use shadowcopy_metadata::bcd::BackupState;
 use shadowcopy_metadata::enums::{ApplicationLevel, BackupType, ComponentType};
 use shadowcopy_metadata::wmd::{Component, FileDescriptor, WriterMetadata};
-use shadowcopy_requester::{Client, ComponentKey};
+use shadowcopy_requester::{Canceller, Client, ComponentKey, RequesterError};
 use shadowcopy_test_support::DaemonProcess;
 use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterOptions};
 
@@ -109,8 +109,15 @@ async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool)
     }
 }
 
-/// Drives a backup of every writer up to DoSnapshotSet on `volume`, in a task of its own.
-async fn start_backup(socket: &Path, volume: &'static str) -> tokio::task::JoinHandle<()> {
+/// Drives a backup of every writer up to DoSnapshotSet on `volume`; DoSnapshotSet runs in a task
+/// of its own, which aborts the backup if the call fails (BK-SNAP-9) and returns the call's result.
+async fn start_backup(
+    socket: &Path,
+    volume: &'static str,
+) -> (
+    tokio::task::JoinHandle<Result<(), RequesterError>>,
+    Canceller,
+) {
     let client = Client::connect(socket)
         .await
         .expect("the requester connects");
@@ -139,11 +146,16 @@ async fn start_backup(socket: &Path, volume: &'static str) -> tokio::task::JoinH
     session.start_snapshot_set().await.unwrap();
     session.add_to_snapshot_set(volume, None).await.unwrap();
     session.prepare_for_backup().await.unwrap();
-    tokio::spawn(async move {
-        // The provider hangs in commit, so this never returns before the daemon dies.
-        let _ = session.do_snapshot_set().await;
+    let canceller = session.canceller();
+    let task = tokio::spawn(async move {
+        let result = session.do_snapshot_set().await;
+        if result.is_err() {
+            let _ = session.abort_backup().await;
+        }
         drop(client);
-    })
+        result
+    });
+    (task, canceller)
 }
 
 /// SIGKILL of the daemon while three writers are frozen: each runs its Abort handler at once,
@@ -152,7 +164,7 @@ async fn start_backup(socket: &Path, volume: &'static str) -> tokio::task::JoinH
 async fn killed_daemon_thaws_three_frozen_writers_at_once() {
     let mut daemon = daemon("kill-frozen", 10_000);
     let writers = three_writers(daemon.socket()).await;
-    let backup = start_backup(daemon.socket(), "/sim/hang-at-commit/vol").await;
+    let (backup, _canceller) = start_backup(daemon.socket(), "/sim/hang-at-commit/vol").await;
     wait_until(
         "all three writers to freeze",
         Duration::from_secs(20),
@@ -203,7 +215,7 @@ async fn killed_daemon_thaws_three_frozen_writers_at_once() {
 async fn sigterm_stops_the_daemon_and_thaws_writers() {
     let mut daemon = daemon("sigterm", 10_000);
     let writers = three_writers(daemon.socket()).await;
-    let backup = start_backup(daemon.socket(), "/sim/hang-at-commit/vol").await;
+    let (backup, _canceller) = start_backup(daemon.socket(), "/sim/hang-at-commit/vol").await;
     wait_until(
         "all three writers to freeze",
         Duration::from_secs(20),
@@ -248,4 +260,44 @@ async fn sigterm_stops_the_daemon_and_thaws_writers() {
     }
     assert!(!daemon.socket().exists(), "the socket is removed at exit");
     backup.abort();
+}
+
+/// ROLE-3: a Cancel stops a DoSnapshotSet that hangs in the provider's commit; the frozen writers
+/// are aborted at once rather than at the end of the commit window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_do_snapshot_set_aborts_frozen_writers() {
+    let daemon = daemon("cancel", 10_000);
+    let writers = three_writers(daemon.socket()).await;
+    let (backup, canceller) = start_backup(daemon.socket(), "/sim/hang-at-commit/vol").await;
+    wait_until(
+        "all three writers to freeze",
+        Duration::from_secs(20),
+        || {
+            writers
+                .iter()
+                .all(|(journal, _)| saw(journal, "freeze").is_some())
+        },
+    )
+    .await;
+    let cancelled = Instant::now();
+    canceller
+        .cancel()
+        .await
+        .expect("the daemon takes the cancel");
+    let result = backup.await.unwrap();
+    assert!(
+        matches!(result, Err(RequesterError::Cancelled { .. })),
+        "{result:?}"
+    );
+    wait_until("every writer to abort", Duration::from_secs(5), || {
+        writers
+            .iter()
+            .all(|(journal, _)| saw(journal, "abort").is_some())
+    })
+    .await;
+    assert!(
+        writers.iter().all(|(j, _)| saw(j, "thaw").is_none()),
+        "aborted, not thawed"
+    );
+    eprintln!("writers aborted {:?} after the cancel", cancelled.elapsed());
 }
