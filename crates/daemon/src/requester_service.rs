@@ -625,6 +625,11 @@ async fn run_session(
                     // A requester that disappears during a long call (DoSnapshotSet) is noticed at
                     // once: the call is dropped and the session is released (BK-END-6).
                     () = outbound.closed() => break None,
+                    // So is a daemon that stops: no call outlives SIGTERM.
+                    () = &mut stopping => {
+                        let _ = outbound.send(Err(Status::unavailable("shadowcopyd is shutting down"))).await;
+                        break None;
+                    }
                     message = inbound.message() => match message {
                         Ok(Some(v1::RequesterRequest { request_id, call: Some(Call::Cancel(_)) })) => {
                             let answer = v1::RequesterResponse {
@@ -655,7 +660,7 @@ async fn run_session(
             }
         };
         let Some(result) = result else {
-            tracing::warn!(session = %local_id, call = name, "requester disappeared during a call");
+            tracing::warn!(session = %local_id, call = name, "the call was dropped: the requester disappeared or the daemon is stopping");
             break;
         };
         if let Err(error) = &result {
