@@ -138,6 +138,11 @@ pub(crate) struct ProvidersConfig {
     pub(crate) btrfs: bool,
     /// Load the simulated provider, for conformance tests; it claims volumes under `/sim/`.
     pub(crate) simulated: bool,
+    /// How long a provider may take to end its preparation (EndPrepareSnapshots), in seconds.
+    pub(crate) end_prepare_timeout_s: u64,
+    /// How long a provider may take for any other call, in seconds; the commit window caps
+    /// PreCommit to PostCommit anyway (CFG-10).
+    pub(crate) call_timeout_s: u64,
 }
 
 impl Default for ProvidersConfig {
@@ -145,6 +150,8 @@ impl Default for ProvidersConfig {
         ProvidersConfig {
             btrfs: true,
             simulated: false,
+            end_prepare_timeout_s: 600,
+            call_timeout_s: 60,
         }
     }
 }
@@ -232,6 +239,17 @@ impl DaemonConfig {
                 "must be between 1 and 10000: the commit window may only be shortened (CFG-10)",
             ));
         }
+        for (key, value) in [
+            (
+                "providers.end_prepare_timeout_s",
+                self.providers.end_prepare_timeout_s,
+            ),
+            ("providers.call_timeout_s", self.providers.call_timeout_s),
+        ] {
+            if value == 0 {
+                return Err(range(key, "0".into(), "must be at least 1 second"));
+            }
+        }
         for (class, writer) in &self.writers {
             if class.parse::<shadowcopy_metadata::WriterClassId>().is_err() {
                 return Err(range(
@@ -287,6 +305,7 @@ mod tests {
             [providers]
             simulated = true
             btrfs = false
+            end_prepare_timeout_s = 30
         "#;
         let config = DaemonConfig::parse(Path::new("t.toml"), text).unwrap();
         assert_eq!(config.service.backup_group.as_deref(), Some("backup"));
@@ -295,6 +314,8 @@ mod tests {
         assert_eq!(config.events.post_snapshot_timeout_s, 60);
         assert!(config.providers.simulated);
         assert!(!config.providers.btrfs);
+        assert_eq!(config.providers.end_prepare_timeout_s, 30);
+        assert_eq!(config.providers.call_timeout_s, 60);
         assert!(
             DaemonConfig::default().providers.btrfs,
             "real storage by default"
@@ -321,5 +342,11 @@ mod tests {
         let err = DaemonConfig::parse(Path::new("t.toml"), "[writers.nope]\nmax_freeze_ms = 5\n")
             .unwrap_err();
         assert!(err.to_string().contains("writer class id"), "{err}");
+        let err = DaemonConfig::parse(Path::new("t.toml"), "[providers]\ncall_timeout_s = 0\n")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("providers.call_timeout_s"),
+            "{err}"
+        );
     }
 }

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use shadowcopy_coordinator::{Coordinator, CoordinatorConfig, EventTimeouts, Provider};
+use shadowcopy_coordinator::{
+    Coordinator, CoordinatorConfig, EventTimeouts, Provider, ProviderTimeouts,
+};
 use shadowcopy_protocol::v1;
 use tonic::transport::Server;
 
@@ -79,8 +81,13 @@ fn coordinator_config(config: &DaemonConfig) -> CoordinatorConfig {
             ))
         })
         .collect();
+    let provider_timeouts = ProviderTimeouts {
+        end_prepare: seconds(config.providers.end_prepare_timeout_s),
+        call: seconds(config.providers.call_timeout_s),
+    };
     CoordinatorConfig {
         event_timeouts,
+        provider_timeouts,
         commit_window: config.commit_window(),
         max_freeze_timeout_per_class,
         ..CoordinatorConfig::default()
