@@ -9,7 +9,7 @@
 
 pub mod loop_volume;
 
-pub use loop_volume::{Footprint, FsKind, LoopError, LoopVolume, MIB};
+pub use loop_volume::{Footprint, FsKind, LoopError, LoopVolume, MIB, ReadOnlyImage};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -182,7 +182,14 @@ impl LoopVolume {
     /// free loop device, made into a file system and mounted. Whatever was made before a step
     /// failed is torn down again before the error returns.
     pub fn new(kind: FsKind, size: u64) -> Result<Self, LoopError> {
-        let dir = private_dir(kind)?;
+        Self::new_in(kind, size, &std::env::temp_dir())
+    }
+
+    /// Like [`LoopVolume::new`], but its private directory (and so its image) lies in `parent`,
+    /// for example inside another `LoopVolume`: a loop volume whose backing file lives on a file
+    /// system the test chose. Drop it before the volume that holds it.
+    pub fn new_in(kind: FsKind, size: u64, parent: &Path) -> Result<Self, LoopError> {
+        let dir = private_dir(kind, parent)?;
         let mut volume = LoopVolume {
             kind,
             image: dir.join("image"),
@@ -358,6 +365,130 @@ impl Drop for LoopVolume {
     }
 }
 
+/// An existing file-system image (a shadow copy, say) attached read-only to a loop device of its
+/// own (`losetup --find --show --read-only`) and mounted read-only at a fresh mount point; unmounted
+/// and detached by its guard, also on panic. The image itself is left alone.
+#[derive(Debug)]
+pub struct ReadOnlyImage {
+    image: PathBuf,
+    device: PathBuf,
+    mount_point: PathBuf,
+    attached: bool,
+    mounted: bool,
+    closed: bool,
+}
+
+impl ReadOnlyImage {
+    /// Attaches `image` read-only and mounts it at `mount_point` (created, must not exist) as
+    /// `kind` with `options` (for ext4 `ro,noload`, so that no journal is replayed).
+    pub fn mount(
+        image: &Path,
+        kind: FsKind,
+        mount_point: &Path,
+        options: &str,
+    ) -> Result<Self, LoopError> {
+        let mut guard = ReadOnlyImage {
+            image: image.to_path_buf(),
+            device: PathBuf::new(),
+            mount_point: mount_point.to_path_buf(),
+            attached: false,
+            mounted: false,
+            closed: false,
+        };
+        let fail = |message: String| LoopError::new(message, None);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(mount_point)
+            .map_err(|e| fail(format!("cannot create {}: {e}", mount_point.display())))?;
+        let stdout = run(Command::new("losetup")
+            .args(["--find", "--show", "--read-only"])
+            .arg(image))
+        .map_err(fail)?;
+        guard.device = PathBuf::from(stdout.trim());
+        guard.attached = true;
+        run(Command::new("mount")
+            .args(["-t", kind.name(), "-o", options])
+            .arg(&guard.device)
+            .arg(mount_point))
+        .map_err(fail)?;
+        guard.mounted = true;
+        Ok(guard)
+    }
+
+    /// Where it is mounted.
+    pub fn mount_point(&self) -> &Path {
+        &self.mount_point
+    }
+
+    /// A path inside the mounted image.
+    pub fn path(&self, relative: impl AsRef<Path>) -> PathBuf {
+        self.mount_point.join(relative)
+    }
+
+    /// Unmounts and detaches now; fails when a mount or the loop device survives.
+    pub fn close(mut self) -> Result<(), LoopError> {
+        let mut problems = self.teardown();
+        self.closed = true;
+        if !mounts_at_or_under(&self.mount_point).is_empty() {
+            problems.push(format!("{} is still mounted", self.mount_point.display()));
+        }
+        for _ in 0..40 {
+            if loop_devices_backed_by(&self.image).is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for device in loop_devices_backed_by(&self.image) {
+            problems.push(format!(
+                "{} still serves {}",
+                device.display(),
+                self.image.display()
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(LoopError::new(problems.join("; "), None))
+        }
+    }
+
+    fn teardown(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.mounted {
+            match unmount(&self.mount_point) {
+                Ok(Unmounted::Cleanly) => self.mounted = false,
+                Ok(Unmounted::Lazily(why)) => {
+                    self.mounted = false;
+                    problems.push(format!("{} was busy ({why})", self.mount_point.display()));
+                }
+                Err(error) => problems.push(error),
+            }
+        }
+        if self.attached {
+            match detach(&self.device, &self.image) {
+                Ok(()) => self.attached = false,
+                Err(error) => problems.push(error),
+            }
+        }
+        if !self.mounted {
+            remove_empty_dir(&self.mount_point, &mut problems);
+        }
+        problems
+    }
+}
+
+impl Drop for ReadOnlyImage {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        for problem in self.teardown() {
+            eprintln!("shadowcopy-test-support: ReadOnlyImage teardown: {problem}");
+        }
+    }
+}
+
 fn remove_empty_dir(dir: &Path, problems: &mut Vec<String>) {
     if let Err(error) = std::fs::remove_dir(dir)
         && error.kind() != std::io::ErrorKind::NotFound
@@ -379,11 +510,10 @@ fn leftovers_after_settling(footprint: &Footprint) -> Vec<String> {
     left
 }
 
-/// A fresh directory of this process under the temp dir, mode 0700, canonical (so that it
+/// A fresh directory of this process under `base`, mode 0700, canonical (so that it
 /// compares equal to the backing-file path the kernel reports).
-fn private_dir(kind: FsKind) -> Result<PathBuf, LoopError> {
+fn private_dir(kind: FsKind, base: &Path) -> Result<PathBuf, LoopError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let base = std::env::temp_dir();
     for _ in 0..100 {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
