@@ -1,0 +1,1060 @@
+//! `LoopImageProvider`: block-level shadow copies of file systems that live on loop devices whose
+//! backing image file is on a reflink-capable file system (xfs with reflink, or btrfs): freeze
+//! every volume of the set, reflink-clone each backing image, thaw (architecture intent §3).
+//!
+//! A set, step by step (PROV-SEQ-1), with the states of PROV-ST-1:
+//! - `is_volume_supported` and `begin_prepare_snapshot`: the volume must be a mount point whose
+//!   source (in /proc/self/mountinfo) is `/dev/loopN`; its backing file (from
+//!   `/sys/block/loopN/loop/backing_file`) must be on xfs or btrfs (statfs magic), which have
+//!   FICLONE. The root file system, and the file systems holding the process's current directory
+//!   or `/run/shadowcopy` (the coordinator's state) are refused: freezing them would hang the
+//!   coordinator. A volume whose backing file lives on another volume of the same set is refused
+//!   too: freezing the holder would block the clone of the held image until thaw (a deadlock).
+//! - `end_prepare_snapshots` checks every volume again (still the same loop device and backing
+//!   file), opens the volume and its backing file, and runs syncfs(2) on the volume, so that the
+//!   freeze inside the commit flushes little.
+//! - `commit_snapshots` runs on one blocking thread: FIFREEZE every volume of the set, FICLONE each
+//!   backing file to `<backing file's directory>/.shadowcopy-<snapshot id>.img` (created with
+//!   O_CREAT|O_EXCL, mode 0600), FITHAW every volume. Thaw is never skipped: a guard thaws
+//!   whatever was frozen when it drops (also on an error or a panic), and a watchdog thread thaws
+//!   the set when the step overruns its limit (10 s by default, [`LoopImageProvider::with_commit_timeout`]);
+//!   a step that overran fails with VSS_E_HOLD_WRITES_TIMEOUT and deletes its clones. A failed
+//!   clone deletes the clones already made. Nothing is logged inside the freeze.
+//! - The copy is the cloned image file. It is not mounted, so records carry no `snapshot_path`;
+//!   [`LoopImageProvider::image_of`] gives the image. Records carry NO_AUTORECOVERY and
+//!   DIFFERENTIAL (the clone shares extents copy-on-write).
+//! - `abort_snapshots` and `delete_snapshots` delete the image files.
+//!
+//! The index is in memory, as in the btrfs provider.
+
+mod ioctl;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use nix::errno::Errno;
+use nix::sys::statfs::{BTRFS_SUPER_MAGIC, XFS_SUPER_MAGIC, statfs};
+use shadowcopy_coordinator::{
+    DeleteTarget, Provider, ProviderError, ProviderInfo, ProviderStep, SnapshotRecord,
+    VolumeSupport,
+};
+use shadowcopy_metadata::codes::{self, ErrorCode};
+use shadowcopy_metadata::enums::{
+    ProviderType, SnapshotAttributes, SnapshotContext, SnapshotState,
+};
+use shadowcopy_metadata::ids::ProviderId;
+use shadowcopy_metadata::{SnapshotId, SnapshotSetId, VssTimestamp};
+
+/// The loop-image provider's fixed id (SNAP-2).
+pub const LOOP_IMAGE_PROVIDER_ID: ProviderId = ProviderId(uuid::Uuid::from_u128(
+    0x6c1f_0a3e_5b7d_4e21_9a8c_2f4d_1e6b_7c90,
+));
+
+/// The loop-image provider's name.
+pub const LOOP_IMAGE_PROVIDER_NAME: &str = "loop-image";
+
+/// How long CommitSnapshots may keep the set frozen before the watchdog thaws it (CFG-10).
+pub const DEFAULT_COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The coordinator's state directory: its file system is never frozen.
+const COORDINATOR_STATE_DIR: &str = "/run/shadowcopy";
+
+/// The loop-image provider. See the module documentation for how it makes a set.
+#[derive(Debug)]
+pub struct LoopImageProvider {
+    info: ProviderInfo,
+    commit_timeout: Duration,
+    index: Arc<Mutex<Index>>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    entries: BTreeMap<SnapshotId, Entry>,
+    next_order: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    record: SnapshotRecord,
+    order: u64,
+    loop_volume: LoopBacked,
+    /// `<backing dir>/.shadowcopy-<id>.img`.
+    image: PathBuf,
+    /// The volume and backing file, open from EndPrepare until Commit.
+    open: Option<OpenVolume>,
+    /// The image exists on disk.
+    on_disk: bool,
+    /// Freeze to thaw, once committed.
+    freeze_window: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct OpenVolume {
+    volume: File,
+    backing: File,
+}
+
+/// What the checks found out about a volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LoopBacked {
+    /// The mount point (canonical).
+    mount: PathBuf,
+    /// `/dev/loopN`.
+    device: PathBuf,
+    /// The backing image.
+    backing: PathBuf,
+    /// st_dev of the mounted file system.
+    dev: u64,
+    /// st_dev of the file system holding the backing image.
+    backing_dev: u64,
+}
+
+impl Default for LoopImageProvider {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LoopImageProvider {
+    /// A provider with the default commit limit of 10 s.
+    pub fn new() -> Self {
+        LoopImageProvider {
+            info: ProviderInfo {
+                id: LOOP_IMAGE_PROVIDER_ID,
+                name: LOOP_IMAGE_PROVIDER_NAME.to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                provider_type: ProviderType::Software,
+            },
+            commit_timeout: DEFAULT_COMMIT_TIMEOUT,
+            index: Arc::default(),
+        }
+    }
+
+    /// Thaws the set and fails CommitSnapshots when it runs longer than `limit` (for tests).
+    pub fn with_commit_timeout(mut self, limit: Duration) -> Self {
+        self.commit_timeout = limit;
+        self
+    }
+
+    /// The cloned image of `snapshot`, once it was committed.
+    pub fn image_of(&self, snapshot: SnapshotId) -> Option<PathBuf> {
+        let index = lock(&self.index);
+        let entry = index.entries.get(&snapshot)?;
+        entry.on_disk.then(|| entry.image.clone())
+    }
+
+    /// How long the volumes of `snapshot`'s set stayed frozen (FIFREEZE of the first to FITHAW
+    /// of the last), once it was committed.
+    pub fn freeze_window(&self, snapshot: SnapshotId) -> Option<Duration> {
+        lock(&self.index).entries.get(&snapshot)?.freeze_window
+    }
+
+    fn advance(
+        &self,
+        set: SnapshotSetId,
+        step: ProviderStep,
+        from: SnapshotState,
+        to: SnapshotState,
+    ) -> Result<Vec<SnapshotId>, ProviderError> {
+        let mut index = lock(&self.index);
+        let mut members: Vec<&mut Entry> = index
+            .entries
+            .values_mut()
+            .filter(|e| e.record.set_id == set)
+            .collect();
+        if members.is_empty() {
+            return Err(ProviderError::new(
+                codes::VSS_E_BAD_STATE,
+                format!("loop-image provider: {step} for set {set}, which has no volume with it"),
+            ));
+        }
+        if let Some(wrong) = members.iter().find(|e| e.record.state != from) {
+            return Err(ProviderError::new(
+                codes::VSS_E_BAD_STATE,
+                format!(
+                    "loop-image provider: {step} out of order: the shadow copy of {} in set \
+                     {set} is {}, not {from}",
+                    wrong.record.volume, wrong.record.state
+                ),
+            ));
+        }
+        members.sort_by_key(|e| e.order);
+        Ok(members
+            .into_iter()
+            .map(|entry| {
+                entry.record.state = to;
+                entry.record.snapshot_id
+            })
+            .collect())
+    }
+
+    async fn remove(&self, ids: Vec<SnapshotId>, aborting: bool) -> (usize, Option<ProviderError>) {
+        let index = self.index.clone();
+        blocking(move || Ok(remove_now(&index, &ids, aborting)))
+            .await
+            .unwrap_or_else(|error| (0, Some(error)))
+    }
+}
+
+fn remove_now(
+    index: &Mutex<Index>,
+    ids: &[SnapshotId],
+    aborting: bool,
+) -> (usize, Option<ProviderError>) {
+    let taken: Vec<Entry> = {
+        let mut index = lock(index);
+        ids.iter()
+            .filter_map(|id| index.entries.remove(id))
+            .collect()
+    };
+    let mut removed = 0;
+    let mut first_failure = None;
+    for mut entry in taken {
+        entry.open = None;
+        if !entry.on_disk {
+            // Not made, or its commit is still running: that thread finds the entry gone and
+            // deletes what it made.
+            removed += 1;
+            continue;
+        }
+        match delete_image(&entry.image) {
+            Ok(()) => {
+                tracing::info!(volume = %entry.record.volume, image = %entry.image.display(), "loop image shadow copy deleted");
+                removed += 1;
+            }
+            Err(error) => {
+                let error = io_error(
+                    error,
+                    &format!("unlink(2) of {}", entry.image.display()),
+                    &entry.record.volume,
+                );
+                tracing::error!(volume = %entry.record.volume, "{}", error.message);
+                if aborting {
+                    entry.record.state = SnapshotState::Aborted;
+                }
+                let id = entry.record.snapshot_id;
+                lock(index).entries.insert(id, entry);
+                first_failure.get_or_insert(error);
+            }
+        }
+    }
+    (removed, first_failure)
+}
+
+fn delete_image(image: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(image) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
+#[async_trait]
+impl Provider for LoopImageProvider {
+    fn info(&self) -> ProviderInfo {
+        self.info.clone()
+    }
+
+    async fn is_volume_supported(
+        &self,
+        volume: &str,
+        context: SnapshotContext,
+    ) -> Result<VolumeSupport, ProviderError> {
+        let volume = PathBuf::from(volume);
+        blocking(move || {
+            Ok(match check_volume(&volume, context) {
+                Ok(_) => VolumeSupport::Supported,
+                Err(reason) => VolumeSupport::Unsupported { reason },
+            })
+        })
+        .await
+    }
+
+    async fn begin_prepare_snapshot(
+        &self,
+        set: SnapshotSetId,
+        snapshot: SnapshotId,
+        volume: &str,
+        context: SnapshotContext,
+    ) -> Result<(), ProviderError> {
+        let checked = {
+            let volume = PathBuf::from(volume);
+            blocking(move || Ok(check_volume(&volume, context))).await?
+        };
+        let found = checked.map_err(|reason| {
+            ProviderError::new(
+                codes::VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER,
+                format!("loop-image provider cannot snapshot {volume}: {reason}"),
+            )
+        })?;
+        let mut index = lock(&self.index);
+        // PROV-SEQ-2: a new set id means any unfinished preparation of another set is stale.
+        index.entries.retain(|_, e| {
+            e.record.set_id == set
+                || !matches!(
+                    e.record.state,
+                    SnapshotState::Preparing | SnapshotState::ProcessingPrepare
+                )
+        });
+        if index.entries.contains_key(&snapshot) {
+            return Err(ProviderError::new(
+                codes::E_INVALIDARG,
+                format!("loop-image provider: shadow copy {snapshot} of {volume} already exists"),
+            ));
+        }
+        let others: Vec<LoopBacked> = index
+            .entries
+            .values()
+            .filter(|e| e.record.set_id == set)
+            .map(|e| e.loop_volume.clone())
+            .collect();
+        check_set(&found, &others, volume)?;
+        let order = index.next_order;
+        index.next_order += 1;
+        let image = found
+            .backing
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .join(format!(".shadowcopy-{snapshot}.img"));
+        index.entries.insert(
+            snapshot,
+            Entry {
+                record: SnapshotRecord {
+                    snapshot_id: snapshot,
+                    set_id: set,
+                    volume: volume.to_string(),
+                    snapshot_path: None,
+                    state: SnapshotState::Preparing,
+                    attributes: context.attributes()
+                        | SnapshotAttributes::NO_AUTORECOVERY
+                        | SnapshotAttributes::DIFFERENTIAL,
+                    created: VssTimestamp::default(),
+                    provider_id: self.info.id,
+                },
+                order,
+                loop_volume: found,
+                image,
+                open: None,
+                on_disk: false,
+                freeze_window: None,
+            },
+        );
+        Ok(())
+    }
+
+    async fn end_prepare_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
+        let members = self.advance(
+            set,
+            ProviderStep::EndPrepareSnapshots,
+            SnapshotState::Preparing,
+            SnapshotState::ProcessingPrepare,
+        )?;
+        let recorded: Vec<(SnapshotId, String, LoopBacked)> = {
+            let index = lock(&self.index);
+            members
+                .iter()
+                .filter_map(|id| index.entries.get(id))
+                .map(|e| {
+                    (
+                        e.record.snapshot_id,
+                        e.record.volume.clone(),
+                        e.loop_volume.clone(),
+                    )
+                })
+                .collect()
+        };
+        let prepared = blocking(move || {
+            // Check the whole set again: devices may have been swapped since BeginPrepare.
+            let mut seen: Vec<LoopBacked> = Vec::new();
+            let mut opened = Vec::new();
+            for (id, volume, before) in recorded {
+                let now = check_volume(Path::new(&volume), SnapshotContext::Backup).map_err(
+                    |reason| {
+                        ProviderError::new(
+                            codes::VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER,
+                            format!("loop-image provider cannot snapshot {volume}: {reason}"),
+                        )
+                    },
+                )?;
+                if now != before {
+                    return Err(ProviderError::new(
+                        codes::VSS_E_BAD_STATE,
+                        format!(
+                            "loop-image provider: {volume} changed since it was added to the set \
+                             (was {} backed by {}, now {} backed by {})",
+                            before.device.display(),
+                            before.backing.display(),
+                            now.device.display(),
+                            now.backing.display()
+                        ),
+                    ));
+                }
+                check_set(&now, &seen, &volume)?;
+                let open = |path: &Path| {
+                    File::open(path).map_err(|e| {
+                        io_error(e, &format!("open(2) of {}", path.display()), &volume)
+                    })
+                };
+                let volume_file = open(&now.mount)?;
+                let backing = open(&now.backing)?;
+                nix::unistd::syncfs(&volume_file).map_err(|errno| {
+                    syscall_error(errno, &format!("syncfs(2) of {volume}"), &volume)
+                })?;
+                seen.push(now);
+                opened.push((
+                    id,
+                    OpenVolume {
+                        volume: volume_file,
+                        backing,
+                    },
+                ));
+            }
+            Ok(opened)
+        })
+        .await?;
+        let mut index = lock(&self.index);
+        for (id, open) in prepared {
+            if let Some(entry) = index.entries.get_mut(&id)
+                && entry.record.state == SnapshotState::ProcessingPrepare
+            {
+                entry.open = Some(open);
+                entry.record.state = SnapshotState::Prepared;
+            }
+        }
+        Ok(())
+    }
+
+    async fn pre_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
+        self.advance(
+            set,
+            ProviderStep::PreCommitSnapshots,
+            SnapshotState::Prepared,
+            SnapshotState::Precommitted,
+        )
+        .map(drop)
+    }
+
+    async fn commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
+        let members = self.advance(
+            set,
+            ProviderStep::CommitSnapshots,
+            SnapshotState::Precommitted,
+            SnapshotState::ProcessingCommit,
+        )?;
+        let mut items = Vec::new();
+        {
+            let mut index = lock(&self.index);
+            for id in &members {
+                let Some(entry) = index.entries.get_mut(id) else {
+                    continue;
+                };
+                let Some(open) = entry.open.take() else {
+                    return Err(ProviderError::new(
+                        codes::VSS_E_BAD_STATE,
+                        format!(
+                            "loop-image provider: {} was not prepared (EndPrepareSnapshots did \
+                             not open it)",
+                            entry.record.volume
+                        ),
+                    ));
+                };
+                items.push(CommitItem {
+                    id: *id,
+                    volume: entry.record.volume.clone(),
+                    open,
+                    image: entry.image.clone(),
+                });
+            }
+        }
+        let (index, limit) = (self.index.clone(), self.commit_timeout);
+        blocking(move || commit_set(&index, items, limit)).await
+    }
+
+    async fn post_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
+        self.advance(
+            set,
+            ProviderStep::PostCommitSnapshots,
+            SnapshotState::Committed,
+            SnapshotState::Postcommitted,
+        )
+        .map(drop)
+    }
+
+    async fn pre_final_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
+        let members = self.advance(
+            set,
+            ProviderStep::PreFinalCommitSnapshots,
+            SnapshotState::Postcommitted,
+            SnapshotState::Prefinalcommitted,
+        )?;
+        // Thawed now: the commit's figures can be logged.
+        let index = lock(&self.index);
+        for entry in members.iter().filter_map(|id| index.entries.get(id)) {
+            tracing::info!(
+                volume = %entry.record.volume,
+                snapshot = %entry.record.snapshot_id,
+                image = %entry.image.display(),
+                freeze_ms = entry.freeze_window.unwrap_or_default().as_secs_f64() * 1e3,
+                "loop image cloned"
+            );
+        }
+        Ok(())
+    }
+
+    async fn post_final_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
+        self.advance(
+            set,
+            ProviderStep::PostFinalCommitSnapshots,
+            SnapshotState::Prefinalcommitted,
+            SnapshotState::Created,
+        )
+        .map(drop)
+    }
+
+    async fn abort_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
+        let ids: Vec<SnapshotId> = lock(&self.index)
+            .entries
+            .values()
+            .filter(|e| e.record.set_id == set && e.record.state != SnapshotState::Created)
+            .map(|e| e.record.snapshot_id)
+            .collect();
+        let (removed, failure) = self.remove(ids, true).await;
+        tracing::info!(%set, removed, "loop-image provider: set aborted");
+        failure.map_or(Ok(()), Err)
+    }
+
+    async fn delete_snapshots(&self, target: DeleteTarget) -> Result<usize, ProviderError> {
+        let ids: Vec<SnapshotId> = {
+            let index = lock(&self.index);
+            match &target {
+                DeleteTarget::Snapshot(id) => {
+                    if !index.entries.contains_key(id) {
+                        return Err(ProviderError::new(
+                            codes::VSS_E_OBJECT_NOT_FOUND,
+                            format!("loop-image provider has no shadow copy {id}"),
+                        ));
+                    }
+                    vec![*id]
+                }
+                DeleteTarget::Set(set) => index
+                    .entries
+                    .values()
+                    .filter(|e| e.record.set_id == *set)
+                    .map(|e| e.record.snapshot_id)
+                    .collect(),
+            }
+        };
+        let (removed, failure) = self.remove(ids, false).await;
+        match failure {
+            None => Ok(removed),
+            Some(error) => Err(ProviderError::new(
+                error.code,
+                format!(
+                    "{} ({removed} other shadow copies were deleted)",
+                    error.message
+                ),
+            )),
+        }
+    }
+
+    async fn query_snapshots(&self) -> Result<Vec<SnapshotRecord>, ProviderError> {
+        let index = lock(&self.index);
+        let mut entries: Vec<&Entry> = index.entries.values().collect();
+        entries.sort_by_key(|e| e.order);
+        Ok(entries.into_iter().map(|e| e.record.clone()).collect())
+    }
+}
+
+/// One volume of a commit.
+struct CommitItem {
+    id: SnapshotId,
+    volume: String,
+    open: OpenVolume,
+    image: PathBuf,
+}
+
+/// The frozen volumes of one commit, shared by the committing thread and its watchdog.
+#[derive(Default)]
+struct Frozen {
+    /// Frozen and not yet thawed: the volume's open root and its name.
+    volumes: Vec<(File, String)>,
+    /// The watchdog thawed the set: whatever is frozen from now on is thawed at once.
+    watchdog_fired: bool,
+    /// Thaws that failed, for the error.
+    thaw_failures: Vec<String>,
+}
+
+/// Thaws every volume it holds when dropped (or when [`FreezeGuard::thaw_all`] runs first),
+/// whatever happened: an error, a panic, or the watchdog.
+struct FreezeGuard(Arc<Mutex<Frozen>>);
+
+impl FreezeGuard {
+    /// Freezes the file system of `file`, or refuses when the watchdog already fired.
+    fn freeze(&self, file: File, volume: &str) -> Result<(), ProviderError> {
+        ioctl::freeze(&file).map_err(|errno| syscall_error(errno, "FIFREEZE", volume))?;
+        let mut frozen = lock_frozen(&self.0);
+        frozen.volumes.push((file, volume.to_string()));
+        if frozen.watchdog_fired {
+            thaw_locked(&mut frozen);
+            return Err(hold_timeout());
+        }
+        Ok(())
+    }
+
+    fn thaw_all(&self) {
+        thaw_locked(&mut lock_frozen(&self.0));
+    }
+}
+
+impl Drop for FreezeGuard {
+    fn drop(&mut self) {
+        self.thaw_all();
+    }
+}
+
+fn thaw_locked(frozen: &mut Frozen) {
+    for (file, volume) in frozen.volumes.drain(..).rev() {
+        if let Err(errno) = ioctl::thaw(&file) {
+            frozen
+                .thaw_failures
+                .push(format!("FITHAW of {volume} failed: {errno}"));
+        }
+    }
+}
+
+fn lock_frozen(frozen: &Mutex<Frozen>) -> MutexGuard<'_, Frozen> {
+    frozen.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn hold_timeout() -> ProviderError {
+    ProviderError::new(
+        codes::VSS_E_HOLD_WRITES_TIMEOUT,
+        "loop-image provider: CommitSnapshots overran its limit; the volumes were thawed and \
+         the set failed",
+    )
+}
+
+/// Stops the watchdog when dropped.
+struct Done(Arc<(Mutex<bool>, Condvar)>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        *self.0.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.0.1.notify_all();
+    }
+}
+
+/// Freeze all, clone each, thaw all (see the module documentation). Runs on a blocking thread
+/// and records the outcome itself, so that it is right even when the coordinator dropped the
+/// future: clones of entries aborted or deleted meanwhile are deleted again.
+fn commit_set(
+    index: &Arc<Mutex<Index>>,
+    items: Vec<CommitItem>,
+    limit: Duration,
+) -> Result<(), ProviderError> {
+    let started = Instant::now();
+    let frozen = Arc::new(Mutex::new(Frozen::default()));
+    let guard = FreezeGuard(frozen.clone());
+    let done = Arc::new((Mutex::new(false), Condvar::new()));
+    let _done = Done(done.clone());
+    {
+        let (frozen, done) = (frozen.clone(), done.clone());
+        std::thread::spawn(move || {
+            let (lock_done, condvar) = &*done;
+            let finished = lock_done.lock().unwrap_or_else(|p| p.into_inner());
+            let (finished, _) = condvar
+                .wait_timeout_while(finished, limit, |finished| !*finished)
+                .unwrap_or_else(|p| p.into_inner());
+            if !*finished {
+                let mut frozen = lock_frozen(&frozen);
+                frozen.watchdog_fired = true;
+                thaw_locked(&mut frozen);
+            }
+        });
+    }
+    let mut made: Vec<PathBuf> = Vec::new();
+    let outcome = (|| {
+        let mut sources = Vec::with_capacity(items.len());
+        let frozen_at = Instant::now();
+        for item in &items {
+            let root = item
+                .open
+                .volume
+                .try_clone()
+                .map_err(|e| io_error(e, "dup(2) of the volume's descriptor", &item.volume))?;
+            guard.freeze(root, &item.volume)?;
+            sources.push(&item.open.backing);
+        }
+        for (item, backing) in items.iter().zip(sources) {
+            if lock_frozen(&frozen).watchdog_fired {
+                return Err(hold_timeout());
+            }
+            let target = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&item.image)
+                .map_err(|e| {
+                    io_error(
+                        e,
+                        &format!("open(2) O_CREAT|O_EXCL of {}", item.image.display()),
+                        &item.volume,
+                    )
+                })?;
+            made.push(item.image.clone());
+            ioctl::ficlone(&target, backing).map_err(|errno| {
+                syscall_error(
+                    errno,
+                    &format!("FICLONE to {}", item.image.display()),
+                    &item.volume,
+                )
+            })?;
+        }
+        guard.thaw_all();
+        let window = frozen_at.elapsed();
+        let frozen = lock_frozen(&frozen);
+        if frozen.watchdog_fired || started.elapsed() > limit {
+            return Err(hold_timeout());
+        }
+        if !frozen.thaw_failures.is_empty() {
+            return Err(ProviderError::new(
+                codes::VSS_E_UNEXPECTED_PROVIDER_ERROR,
+                format!("loop-image provider: {}", frozen.thaw_failures.join("; ")),
+            ));
+        }
+        Ok(window)
+    })();
+    // Thaw before anything else happens on any path (the guard's Drop would do it too).
+    guard.thaw_all();
+    drop(guard);
+    let window = match outcome {
+        Ok(window) => window,
+        Err(error) => {
+            for image in &made {
+                if let Err(e) = delete_image(image) {
+                    tracing::error!(image = %image.display(), "cannot delete a failed clone: {e}");
+                }
+            }
+            let mut index = lock(index);
+            for item in &items {
+                if let Some(entry) = index.entries.get_mut(&item.id)
+                    && entry.record.state == SnapshotState::ProcessingCommit
+                {
+                    entry.record.state = SnapshotState::Precommitted;
+                }
+            }
+            return Err(error);
+        }
+    };
+    let mut index = lock(index);
+    let mut lost = Vec::new();
+    for item in &items {
+        match index.entries.get_mut(&item.id) {
+            Some(entry) if entry.record.state == SnapshotState::ProcessingCommit => {
+                entry.on_disk = true;
+                entry.freeze_window = Some(window);
+                entry.record.state = SnapshotState::Committed;
+                entry.record.created = VssTimestamp::now();
+            }
+            _ => lost.push(item),
+        }
+    }
+    drop(index);
+    if lost.is_empty() {
+        return Ok(());
+    }
+    for item in &lost {
+        let cleanup = delete_image(&item.image);
+        tracing::warn!(volume = %item.volume, image = %item.image.display(), ?cleanup, "loop image clone completed after its set was aborted; deleted it");
+    }
+    Err(ProviderError::new(
+        codes::VSS_E_BAD_STATE,
+        "loop-image provider: the clones completed after their set was aborted and were deleted \
+         again",
+    ))
+}
+
+/// A volume may not be frozen together with the one that holds its backing image (or the one
+/// whose image it holds), nor twice.
+fn check_set(new: &LoopBacked, others: &[LoopBacked], volume: &str) -> Result<(), ProviderError> {
+    for other in others {
+        let reason = if other.dev == new.dev {
+            Some(format!(
+                "it is the same file system as {} ({}), already in the set",
+                other.mount.display(),
+                other.device.display()
+            ))
+        } else if new.backing_dev == other.dev {
+            Some(format!(
+                "its backing file {} lies on {}, another volume of the set; freezing that volume \
+                 would block the clone until thaw (a deadlock): snapshot them in separate sets",
+                new.backing.display(),
+                other.mount.display()
+            ))
+        } else if other.backing_dev == new.dev {
+            Some(format!(
+                "it holds the backing file {} of {}, another volume of the set; freezing it \
+                 would block that clone until thaw (a deadlock): snapshot them in separate sets",
+                other.backing.display(),
+                other.mount.display()
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(ProviderError::new(
+                codes::VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER,
+                format!("loop-image provider cannot snapshot {volume} in this set: {reason}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `volume` is a loop-backed mount this provider can freeze and clone (PROV-R-1); if not,
+/// why and what would work.
+fn check_volume(volume: &Path, context: SnapshotContext) -> Result<LoopBacked, String> {
+    let shown = volume.display();
+    if matches!(
+        context,
+        SnapshotContext::ClientAccessible | SnapshotContext::ClientAccessibleWriters
+    ) {
+        return Err(format!(
+            "context {context} is reserved for the system provider (CTX-1)"
+        ));
+    }
+    if !volume.is_absolute() {
+        return Err(format!("{shown} is not an absolute path"));
+    }
+    let mount = volume
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve {shown}: {e}"))?;
+    let Some(source) = mount_source(&mount) else {
+        return Err(format!(
+            "{shown} is not a mount point; add the mount point of a file system on a loop device"
+        ));
+    };
+    let dev = std::fs::metadata(&mount)
+        .map_err(|e| format!("stat(2) of {shown} failed: {e}"))?
+        .dev();
+    for (what, path) in [
+        ("the root file system", Path::new("/")),
+        ("the file system of the current directory", Path::new(".")),
+        (
+            "the file system of the coordinator's state",
+            Path::new(COORDINATOR_STATE_DIR),
+        ),
+    ] {
+        if std::fs::metadata(path).is_ok_and(|m| m.dev() == dev) {
+            return Err(format!(
+                "{shown} is {what} ({}); the loop-image provider never freezes it",
+                path.display()
+            ));
+        }
+    }
+    let name = source
+        .strip_prefix("/dev/")
+        .filter(|n| {
+            n.strip_prefix("loop")
+                .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .ok_or_else(|| {
+            format!(
+                "{shown} is mounted from {source}, not from a loop device (/dev/loopN); the \
+                 loop-image provider snapshots file systems kept in image files"
+            )
+        })?;
+    let backing = std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file"))
+        .map_err(|e| format!("{source} has no backing file ({e})"))?;
+    let backing = backing.trim_end_matches('\n');
+    if backing.ends_with(" (deleted)") {
+        return Err(format!(
+            "the backing file of {source} was deleted ({backing})"
+        ));
+    }
+    let backing = PathBuf::from(backing);
+    let magic = statfs(&backing)
+        .map_err(|e| format!("statfs(2) of {} failed: {e}", backing.display()))?
+        .filesystem_type();
+    if magic != XFS_SUPER_MAGIC && magic != BTRFS_SUPER_MAGIC {
+        let raw = magic.0 as u64;
+        return Err(format!(
+            "the backing file {} of {shown} is on {} (statfs f_type {raw:#x}), which cannot \
+             clone files (no FICLONE); keep the image on xfs with reflink=1 or on btrfs",
+            backing.display(),
+            fs_name(raw)
+        ));
+    }
+    let backing_dev = std::fs::metadata(&backing)
+        .map_err(|e| format!("stat(2) of {} failed: {e}", backing.display()))?
+        .dev();
+    if backing_dev == dev {
+        return Err(format!(
+            "the backing file {} lies on {shown} itself",
+            backing.display()
+        ));
+    }
+    Ok(LoopBacked {
+        mount,
+        device: PathBuf::from(source),
+        backing,
+        dev,
+        backing_dev,
+    })
+}
+
+/// The source device of the mount at exactly `mount` (the topmost one), from
+/// /proc/self/mountinfo.
+fn mount_source(mount: &Path) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().rev().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        let point = before.split(' ').nth(4)?;
+        (Path::new(&unescape_mountinfo(point)) == mount)
+            .then(|| after.split(' ').nth(1).map(unescape_mountinfo))
+            .flatten()
+    })
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo` octal escapes.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let value = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)))
+            .map(|d| d.iter().fold(0u16, |v, b| v * 8 + u16::from(b - b'0')))
+            .and_then(|v| u8::try_from(v).ok());
+        if let Some(byte) = value {
+            out.push(byte);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn fs_name(magic: u64) -> &'static str {
+    match magic {
+        0xEF53 => "ext2/ext3/ext4",
+        0x0102_1994 => "tmpfs",
+        0x794C_7630 => "overlayfs",
+        0x6969 => "nfs",
+        0x2FC1_2FC1 => "zfs",
+        0xF2F5_2010 => "f2fs",
+        0x6573_5546 => "a FUSE file system",
+        _ => "another file system",
+    }
+}
+
+fn syscall_error(errno: Errno, call: &str, volume: &str) -> ProviderError {
+    ProviderError::new(
+        code_for(errno),
+        format!("loop-image provider, volume {volume}: {call} failed: {errno}"),
+    )
+}
+
+fn code_for(errno: Errno) -> ErrorCode {
+    match errno {
+        Errno::ENOSPC | Errno::EDQUOT => codes::VSS_E_INSUFFICIENT_STORAGE,
+        Errno::EPERM | Errno::EACCES => codes::E_ACCESSDENIED,
+        Errno::ENOMEM => codes::E_OUTOFMEMORY,
+        _ => codes::VSS_E_UNEXPECTED_PROVIDER_ERROR,
+    }
+}
+
+fn io_error(error: std::io::Error, call: &str, volume: &str) -> ProviderError {
+    match error.raw_os_error() {
+        Some(raw) => syscall_error(Errno::from_raw(raw), call, volume),
+        None => ProviderError::new(
+            codes::VSS_E_UNEXPECTED_PROVIDER_ERROR,
+            format!("loop-image provider, volume {volume}: {call} failed: {error}"),
+        ),
+    }
+}
+
+async fn blocking<T, F>(work: F) -> Result<T, ProviderError>
+where
+    F: FnOnce() -> Result<T, ProviderError> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(error) => Err(ProviderError::new(
+            codes::VSS_E_UNEXPECTED_PROVIDER_ERROR,
+            format!("loop-image provider: a blocking task failed: {error}"),
+        )),
+    }
+}
+
+fn lock(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
+    index.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_is_fixed() {
+        let info = LoopImageProvider::new().info();
+        assert_eq!(info.id, LOOP_IMAGE_PROVIDER_ID);
+        assert_eq!(info.name, "loop-image");
+    }
+
+    /// Thaw is sacred: a panic while the set is frozen still thaws it (the guard's Drop runs
+    /// during unwinding). Freezes only an ext4 made for this test on a loop device.
+    #[test]
+    fn a_panic_while_frozen_thaws() {
+        use shadowcopy_test_support::{FsKind, LoopVolume, MIB};
+        let host = LoopVolume::new(FsKind::Xfs, 512 * MIB).expect("a host loop volume (root)");
+        let vol = LoopVolume::new_in(FsKind::Ext4, 64 * MIB, host.mount_point())
+            .expect("an inner ext4 loop volume");
+        let checked = check_volume(vol.mount_point(), SnapshotContext::Backup).unwrap();
+        assert_eq!(checked.device, vol.device());
+        let root = File::open(vol.mount_point()).unwrap();
+        let panicked = std::panic::catch_unwind(|| {
+            let guard = FreezeGuard(Arc::default());
+            guard.freeze(root, "inner").unwrap();
+            panic!("a bug while frozen");
+        });
+        assert!(panicked.is_err());
+        let file = vol.path("after-panic.txt");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || sender.send(std::fs::write(file, "thawed")));
+        match receiver.recv_timeout(Duration::from_secs(2)) {
+            Ok(Ok(())) => {}
+            other => {
+                let _ = std::process::Command::new("fsfreeze")
+                    .arg("-u")
+                    .arg(vol.mount_point())
+                    .status();
+                panic!("still frozen after the panic: {other:?}");
+            }
+        }
+        vol.close().expect("inner cleaned up");
+        host.close().expect("host cleaned up");
+    }
+
+    /// The root file system, a non-mount point and a non-loop mount are refused with a reason.
+    #[test]
+    fn non_loop_volumes_are_refused() {
+        let root = check_volume(Path::new("/"), SnapshotContext::Backup).unwrap_err();
+        assert!(root.contains("root file system"), "{root}");
+        let proc_ = check_volume(Path::new("/proc"), SnapshotContext::Backup).unwrap_err();
+        assert!(proc_.contains("not from a loop device"), "{proc_}");
+        let missing =
+            check_volume(Path::new("/nonexistent/x"), SnapshotContext::Backup).unwrap_err();
+        assert!(missing.contains("cannot resolve"), "{missing}");
+        let relative = check_volume(Path::new("rel"), SnapshotContext::Backup).unwrap_err();
+        assert!(relative.contains("absolute"), "{relative}");
+    }
+}
