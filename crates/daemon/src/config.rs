@@ -136,6 +136,9 @@ pub(crate) struct WriterClassConfig {
 pub(crate) struct ProvidersConfig {
     /// Load the btrfs provider: read-only snapshots of btrfs subvolumes (on by default).
     pub(crate) btrfs: bool,
+    /// Load the loop-image provider: volumes on loop devices whose image files live on xfs or
+    /// btrfs are frozen together and their images cloned (on by default).
+    pub(crate) loop_image: bool,
     /// Load the simulated provider, for conformance tests; it claims volumes under `/sim/`.
     pub(crate) simulated: bool,
     /// How long a provider may take to end its preparation (EndPrepareSnapshots), in seconds.
@@ -149,6 +152,7 @@ impl Default for ProvidersConfig {
     fn default() -> Self {
         ProvidersConfig {
             btrfs: true,
+            loop_image: true,
             simulated: false,
             end_prepare_timeout_s: 600,
             call_timeout_s: 60,

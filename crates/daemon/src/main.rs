@@ -123,6 +123,9 @@ async fn main() -> anyhow::Result<()> {
     if config.providers.btrfs {
         providers.push(Arc::new(shadowcopy_providers::BtrfsProvider::new()));
     }
+    if config.providers.loop_image {
+        providers.push(Arc::new(shadowcopy_providers::LoopImageProvider::new()));
+    }
     if config.providers.simulated {
         providers.extend(simulated::providers());
     }
@@ -170,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
         }
         tracing::info!("shutting down");
         // Held streams never end on their own; ending them lets the server stop.
-        stopping.shutdown.send_replace(true);
+        stopping.stop().await;
     };
     Server::builder()
         .add_service(requester)

@@ -51,8 +51,12 @@ pub(crate) struct Daemon {
     pub(crate) sessions: Mutex<HashMap<shadowcopy_metadata::Guid, SessionEntry>>,
     /// When the daemon started.
     pub(crate) started: Instant,
-    /// Set to `true` when the daemon stops: every held stream ends so that the server can exit.
+    /// Set to `true` when the daemon stops: requester sessions drop their running call and are
+    /// released, which thaws or aborts every frozen writer.
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
+    /// Set to `true` once every session is released: writer streams end last, so that writers
+    /// hear Thaw, Abort and BackupShutdown from the coordinator before their streams close.
+    pub(crate) writers_shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Daemon {
@@ -65,15 +69,33 @@ impl Daemon {
             sessions: Mutex::default(),
             started: Instant::now(),
             shutdown: tokio::sync::watch::Sender::new(false),
+            writers_shutdown: tokio::sync::watch::Sender::new(false),
         }
     }
 
-    /// Resolves once the daemon is stopping.
+    /// Resolves once the daemon is stopping (for requester sessions).
     pub(crate) fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut receiver = self.shutdown.subscribe();
-        async move {
-            let _ = receiver.wait_for(|stopping| *stopping).await;
+        wait_true(self.shutdown.subscribe())
+    }
+
+    /// Resolves once every session is released and writer streams may end.
+    pub(crate) fn writers_stopping(
+        &self,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        wait_true(self.writers_shutdown.subscribe())
+    }
+
+    /// Stops in order: sessions first (their calls are dropped, frozen writers aborted, sessions
+    /// released), then, once the coordinator's background work is done, the writer streams.
+    pub(crate) async fn stop(&self) {
+        self.shutdown.send_replace(true);
+        let deadline = Instant::now() + std::time::Duration::from_secs(120);
+        while !self.sessions.lock().expect("sessions lock").is_empty() && Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        self.coordinator.wait_background().await;
+        self.writers_shutdown.send_replace(true);
     }
 
     /// Checks the caller's credentials (SO_PEERCRED) against the access rules (spec §17).
@@ -102,4 +124,9 @@ impl Daemon {
         })?;
         Ok(peer)
     }
+}
+
+/// Resolves once the watched flag is `true` (or its sender is gone).
+async fn wait_true(mut receiver: tokio::sync::watch::Receiver<bool>) {
+    let _ = receiver.wait_for(|stopping| *stopping).await;
 }

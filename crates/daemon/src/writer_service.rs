@@ -367,7 +367,7 @@ async fn serve_results(
     pending: Arc<Pending>,
     outbound: mpsc::Sender<Result<v1::CoordinatorEvent, Status>>,
 ) {
-    let stopping = daemon.stopping();
+    let stopping = daemon.writers_stopping();
     tokio::pin!(stopping);
     loop {
         let message = tokio::select! {
