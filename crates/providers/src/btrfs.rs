@@ -40,7 +40,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -57,6 +57,11 @@ use shadowcopy_metadata::enums::{
 };
 use shadowcopy_metadata::ids::ProviderId;
 use shadowcopy_metadata::{SnapshotId, SnapshotSetId, VssTimestamp};
+
+use crate::common::{self, Tracked, lock};
+
+/// This provider's name in messages.
+const PROVIDER: &str = "btrfs";
 
 /// The btrfs provider's fixed id (SNAP-2: providers are listed and chosen by id).
 pub const BTRFS_PROVIDER_ID: ProviderId = ProviderId(uuid::Uuid::from_u128(
@@ -216,42 +221,19 @@ impl BtrfsProvider {
         to: SnapshotState,
     ) -> Result<Vec<SnapshotId>, ProviderError> {
         let mut index = lock(&self.index);
-        let mut members: Vec<&mut Entry> = index
+        let members = index
             .entries
             .values_mut()
             .filter(|e| e.record.set_id == set)
             .collect();
-        if members.is_empty() {
-            return Err(ProviderError::new(
-                codes::VSS_E_BAD_STATE,
-                format!("btrfs provider: {step} for set {set}, which has no volume with it"),
-            ));
-        }
-        if let Some(wrong) = members.iter().find(|e| e.record.state != from) {
-            return Err(ProviderError::new(
-                codes::VSS_E_BAD_STATE,
-                format!(
-                    "btrfs provider: {step} out of order: the shadow copy of {} in set {set} is \
-                     {}, not {from}",
-                    wrong.record.volume, wrong.record.state
-                ),
-            ));
-        }
-        members.sort_by_key(|e| e.order);
-        Ok(members
-            .into_iter()
-            .map(|entry| {
-                entry.record.state = to;
-                entry.record.snapshot_id
-            })
-            .collect())
+        common::advance("btrfs", set, step, members, from, to)
     }
 
     /// Removes `ids` from the index and deletes those on disk, on one blocking thread that
     /// finishes even if this future is dropped, so that no snapshot is lost track of.
     async fn remove(&self, ids: Vec<SnapshotId>, aborting: bool) -> (usize, Option<ProviderError>) {
         let index = self.index.clone();
-        blocking(move || Ok(remove_now(&index, &ids, aborting)))
+        common::blocking(PROVIDER, move || Ok(remove_now(&index, &ids, aborting)))
             .await
             .unwrap_or_else(|error| (0, Some(error)))
     }
@@ -260,6 +242,18 @@ impl BtrfsProvider {
 /// Removes `ids` from the index and deletes those on disk. An entry whose deletion fails goes back
 /// into the index (state ABORTED when `aborting`), so that a later DeleteSnapshots can retry.
 /// Returns how many were removed and the first failure.
+impl Tracked for Entry {
+    fn record(&self) -> &SnapshotRecord {
+        &self.record
+    }
+    fn record_mut(&mut self) -> &mut SnapshotRecord {
+        &mut self.record
+    }
+    fn order(&self) -> u64 {
+        self.order
+    }
+}
+
 fn remove_now(
     index: &Mutex<Index>,
     ids: &[SnapshotId],
@@ -319,7 +313,10 @@ impl Provider for BtrfsProvider {
     ) -> Result<VolumeSupport, ProviderError> {
         let (volume, dir) = (PathBuf::from(volume), self.snapshot_dir_for(volume));
         let snapshot_dir = self.snapshot_dir.clone();
-        blocking(move || Ok(check_volume(&volume, &dir, &snapshot_dir, context))).await
+        common::blocking(PROVIDER, move || {
+            Ok(check_volume(&volume, &dir, &snapshot_dir, context))
+        })
+        .await
     }
 
     async fn begin_prepare_snapshot(
@@ -333,7 +330,10 @@ impl Provider for BtrfsProvider {
         let support = {
             let (volume, dir) = (PathBuf::from(volume), dir.clone());
             let snapshot_dir = self.snapshot_dir.clone();
-            blocking(move || Ok(check_volume(&volume, &dir, &snapshot_dir, context))).await?
+            common::blocking(PROVIDER, move || {
+                Ok(check_volume(&volume, &dir, &snapshot_dir, context))
+            })
+            .await?
         };
         if let VolumeSupport::Unsupported { reason } = support {
             return Err(ProviderError::new(
@@ -424,7 +424,8 @@ impl Provider for BtrfsProvider {
                 continue;
             };
             let started = Instant::now();
-            let open = blocking(move || prepare_volume(&source, &dir, &volume)).await?;
+            let open =
+                common::blocking(PROVIDER, move || prepare_volume(&source, &dir, &volume)).await?;
             let mut index = lock(&self.index);
             if let Some(entry) = index.entries.get_mut(&id)
                 && entry.record.state == SnapshotState::ProcessingPrepare
@@ -595,7 +596,7 @@ async fn commit_one(index: Arc<Mutex<Index>>, id: SnapshotId) -> Result<(), Prov
     let target = dir.join(&name);
     lock(&index).commits_in_flight += 1;
     let in_flight = InFlight(index.clone());
-    blocking(move || {
+    common::blocking(PROVIDER, move || {
         // Counts down when the thread is done, whatever happened to the future that started it.
         let _in_flight = in_flight;
         let started = Instant::now();
@@ -898,30 +899,6 @@ fn io_error(error: std::io::Error, call: &str, volume: &str) -> ProviderError {
             format!("btrfs provider, volume {volume}: {call} failed: {error}"),
         ),
     }
-}
-
-/// Runs file-system work on tokio's blocking pool, so that a slow syscall (syncfs, the snapshot
-/// ioctl) never stalls the runtime and the coordinator's timeouts can still fire.
-async fn blocking<T, F>(work: F) -> Result<T, ProviderError>
-where
-    F: FnOnce() -> Result<T, ProviderError> + Send + 'static,
-    T: Send + 'static,
-{
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result,
-        Err(error) => Err(ProviderError::new(
-            codes::VSS_E_UNEXPECTED_PROVIDER_ERROR,
-            format!("btrfs provider: a blocking task failed: {error}"),
-        )),
-    }
-}
-
-/// Locks the index, also after a panic elsewhere poisoned it: the index stays consistent because
-/// every change is a single insert, remove or field write.
-fn lock(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
-    index
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! Their tests run only on loop-device file systems made for them (architecture intent §8).
 
 pub mod btrfs;
+mod common;
 pub mod loop_image;
 
 pub use btrfs::{BTRFS_PROVIDER_ID, BtrfsProvider, SnapshotDir};

@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -49,6 +49,11 @@ use shadowcopy_metadata::enums::{
 };
 use shadowcopy_metadata::ids::ProviderId;
 use shadowcopy_metadata::{SnapshotId, SnapshotSetId, VssTimestamp};
+
+use crate::common::{self, Tracked, lock};
+
+/// This provider's name in messages.
+const PROVIDER: &str = "loop-image";
 
 /// The loop-image provider's fixed id (SNAP-2).
 pub const LOOP_IMAGE_PROVIDER_ID: ProviderId = ProviderId(uuid::Uuid::from_u128(
@@ -162,42 +167,31 @@ impl LoopImageProvider {
         to: SnapshotState,
     ) -> Result<Vec<SnapshotId>, ProviderError> {
         let mut index = lock(&self.index);
-        let mut members: Vec<&mut Entry> = index
+        let members = index
             .entries
             .values_mut()
             .filter(|e| e.record.set_id == set)
             .collect();
-        if members.is_empty() {
-            return Err(ProviderError::new(
-                codes::VSS_E_BAD_STATE,
-                format!("loop-image provider: {step} for set {set}, which has no volume with it"),
-            ));
-        }
-        if let Some(wrong) = members.iter().find(|e| e.record.state != from) {
-            return Err(ProviderError::new(
-                codes::VSS_E_BAD_STATE,
-                format!(
-                    "loop-image provider: {step} out of order: the shadow copy of {} in set \
-                     {set} is {}, not {from}",
-                    wrong.record.volume, wrong.record.state
-                ),
-            ));
-        }
-        members.sort_by_key(|e| e.order);
-        Ok(members
-            .into_iter()
-            .map(|entry| {
-                entry.record.state = to;
-                entry.record.snapshot_id
-            })
-            .collect())
+        common::advance("loop-image", set, step, members, from, to)
     }
 
     async fn remove(&self, ids: Vec<SnapshotId>, aborting: bool) -> (usize, Option<ProviderError>) {
         let index = self.index.clone();
-        blocking(move || Ok(remove_now(&index, &ids, aborting)))
+        common::blocking(PROVIDER, move || Ok(remove_now(&index, &ids, aborting)))
             .await
             .unwrap_or_else(|error| (0, Some(error)))
+    }
+}
+
+impl Tracked for Entry {
+    fn record(&self) -> &SnapshotRecord {
+        &self.record
+    }
+    fn record_mut(&mut self) -> &mut SnapshotRecord {
+        &mut self.record
+    }
+    fn order(&self) -> u64 {
+        self.order
     }
 }
 
@@ -265,7 +259,7 @@ impl Provider for LoopImageProvider {
         context: SnapshotContext,
     ) -> Result<VolumeSupport, ProviderError> {
         let volume = PathBuf::from(volume);
-        blocking(move || {
+        common::blocking(PROVIDER, move || {
             Ok(match check_volume(&volume, context) {
                 Ok(_) => VolumeSupport::Supported,
                 Err(reason) => VolumeSupport::Unsupported { reason },
@@ -283,7 +277,7 @@ impl Provider for LoopImageProvider {
     ) -> Result<(), ProviderError> {
         let checked = {
             let volume = PathBuf::from(volume);
-            blocking(move || Ok(check_volume(&volume, context))).await?
+            common::blocking(PROVIDER, move || Ok(check_volume(&volume, context))).await?
         };
         let found = checked.map_err(|reason| {
             ProviderError::new(
@@ -367,7 +361,7 @@ impl Provider for LoopImageProvider {
                 })
                 .collect()
         };
-        let prepared = blocking(move || {
+        let prepared = common::blocking(PROVIDER, move || {
             // Check the whole set again: devices may have been swapped since BeginPrepare.
             let mut seen: Vec<LoopBacked> = Vec::new();
             let mut opened = Vec::new();
@@ -471,7 +465,7 @@ impl Provider for LoopImageProvider {
             }
         }
         let (index, limit) = (self.index.clone(), self.commit_timeout);
-        blocking(move || commit_set(&index, items, limit)).await
+        common::blocking(PROVIDER, move || commit_set(&index, items, limit)).await
     }
 
     async fn post_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
@@ -596,7 +590,7 @@ impl FreezeGuard {
     /// Freezes the file system of `file`, or refuses when the watchdog already fired.
     fn freeze(&self, file: File, volume: &str) -> Result<(), ProviderError> {
         ioctl::freeze(&file).map_err(|errno| syscall_error(errno, "FIFREEZE", volume))?;
-        let mut frozen = lock_frozen(&self.0);
+        let mut frozen = lock(&self.0);
         frozen.volumes.push((file, volume.to_string()));
         if frozen.watchdog_fired {
             thaw_locked(&mut frozen);
@@ -606,7 +600,7 @@ impl FreezeGuard {
     }
 
     fn thaw_all(&self) {
-        thaw_locked(&mut lock_frozen(&self.0));
+        thaw_locked(&mut lock(&self.0));
     }
 }
 
@@ -624,10 +618,6 @@ fn thaw_locked(frozen: &mut Frozen) {
                 .push(format!("FITHAW of {volume} failed: {errno}"));
         }
     }
-}
-
-fn lock_frozen(frozen: &Mutex<Frozen>) -> MutexGuard<'_, Frozen> {
-    frozen.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn hold_timeout() -> ProviderError {
@@ -670,7 +660,7 @@ fn commit_set(
                 .wait_timeout_while(finished, limit, |finished| !*finished)
                 .unwrap_or_else(|p| p.into_inner());
             if !*finished {
-                let mut frozen = lock_frozen(&frozen);
+                let mut frozen = lock(&frozen);
                 frozen.watchdog_fired = true;
                 thaw_locked(&mut frozen);
             }
@@ -690,7 +680,7 @@ fn commit_set(
             sources.push(&item.open.backing);
         }
         for (item, backing) in items.iter().zip(sources) {
-            if lock_frozen(&frozen).watchdog_fired {
+            if lock(&frozen).watchdog_fired {
                 return Err(hold_timeout());
             }
             let target = std::fs::OpenOptions::new()
@@ -716,7 +706,7 @@ fn commit_set(
         }
         guard.thaw_all();
         let window = frozen_at.elapsed();
-        let frozen = lock_frozen(&frozen);
+        let frozen = lock(&frozen);
         if frozen.watchdog_fired || started.elapsed() > limit {
             return Err(hold_timeout());
         }
@@ -979,24 +969,6 @@ fn io_error(error: std::io::Error, call: &str, volume: &str) -> ProviderError {
             format!("loop-image provider, volume {volume}: {call} failed: {error}"),
         ),
     }
-}
-
-async fn blocking<T, F>(work: F) -> Result<T, ProviderError>
-where
-    F: FnOnce() -> Result<T, ProviderError> + Send + 'static,
-    T: Send + 'static,
-{
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result,
-        Err(error) => Err(ProviderError::new(
-            codes::VSS_E_UNEXPECTED_PROVIDER_ERROR,
-            format!("loop-image provider: a blocking task failed: {error}"),
-        )),
-    }
-}
-
-fn lock(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
-    index.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
