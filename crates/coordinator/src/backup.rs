@@ -19,7 +19,7 @@ use tokio::runtime::Handle;
 use tracing::Instrument;
 
 use crate::config::MAX_VOLUMES_PER_SET;
-use crate::coordinator::{SetSlot, Shared, call_provider};
+use crate::coordinator::{SetSlot, Shared, call_provider, is_preparation};
 use crate::error::{CoordinatorError, Result};
 use crate::events::settle;
 use crate::events::{apply_components, components_of, gather, send_event};
@@ -463,7 +463,8 @@ impl BackupSession {
 
     /// B8, AddToSnapshotSet: chooses the provider (PROV-SEL-1) or uses the one named, calls its
     /// BeginPrepareSnapshot (PROV-SEQ-1 step 1) and returns the new shadow copy's id. At most 64
-    /// volumes per set (LIMIT-1).
+    /// volumes per set (LIMIT-1), and a volume that already holds 512 shadow copies is refused with
+    /// VSS_E_MAXIMUM_NUMBER_OF_SNAPSHOTS_REACHED (LIMIT-2).
     pub async fn add_to_snapshot_set(
         &mut self,
         volume: &str,
@@ -504,6 +505,7 @@ impl BackupSession {
         let shared = inner.shared.clone();
         let snapshot_id = SnapshotId::new_random();
         let chosen = async {
+            check_snapshots_per_volume(&shared, &volume).await?;
             let chosen = shared.choose_provider(&volume, context, provider).await?;
             call_provider(
                 &chosen,
@@ -699,6 +701,18 @@ impl BackupSession {
             set.created = true;
             inner.step = Step::SnapshotsDone;
             inner.phase = Phase::BackupCopying;
+            // CFG-1 runs only here, after the set succeeded: a failed set must never cost an old
+            // copy, so the cap is enforced by deleting after success rather than making room before.
+            let context = inner.bcd.context();
+            if context
+                .attributes()
+                .contains(SnapshotAttributes::CLIENT_ACCESSIBLE)
+            {
+                let span = tracing::info_span!(parent: &inner.span, "client_accessible_cap", set = %set.id);
+                enforce_client_accessible_cap(&inner.shared, set.id, &set.volumes)
+                    .instrument(span)
+                    .await;
+            }
         }
         result
     }
@@ -928,6 +942,94 @@ fn normalize_volume(volume: &str) -> Result<String> {
     } else {
         trimmed.to_string()
     })
+}
+
+/// LIMIT-2: refuses a volume that already holds the most shadow copies a volume may hold
+/// ([`crate::MAX_SNAPSHOTS_PER_VOLUME`], CFG-2), counting every context and provider.
+async fn check_snapshots_per_volume(shared: &Shared, volume: &str) -> Result<()> {
+    let max = shared.config.max_snapshots_per_volume;
+    let count = shared
+        .finished_snapshots()
+        .await?
+        .iter()
+        .filter(|r| r.volume == volume)
+        .count();
+    if count >= max {
+        return Err(CoordinatorError::new(
+            codes::VSS_E_MAXIMUM_NUMBER_OF_SNAPSHOTS_REACHED,
+            format!(
+                "volume {volume} already holds {count} shadow copies, and a volume may hold at \
+                 most {max} (LIMIT-2); delete old ones first, for example the oldest with \
+                 `shadowcopy delete --oldest {volume}`"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// CFG-1: after a client-accessible set was created, deletes the oldest client-accessible shadow
+/// copies of each of its volumes until at most `max_client_accessible_per_volume` remain. The
+/// copies of the new set are never deleted. Failures are logged and do not fail the set, which
+/// exists already; the next client-accessible set tries again.
+async fn enforce_client_accessible_cap(
+    shared: &Shared,
+    set: SnapshotSetId,
+    volumes: &[PlannedVolume],
+) {
+    let cap = shared.config.max_client_accessible_per_volume.max(1);
+    // Not `finished_snapshots`: the new set still holds the set-in-creation lock here, and its
+    // copies count against the cap. Preparations of abandoned sets are no shadow copies.
+    let records = match shared.query_all().await {
+        Ok(mut records) => {
+            records.retain(|r| !is_preparation(r));
+            records
+        }
+        Err(error) => {
+            tracing::warn!(
+                "cannot list shadow copies to keep at most {cap} client-accessible copies per \
+                 volume (CFG-1); none were deleted: {error}"
+            );
+            return;
+        }
+    };
+    let mut excess_copies = Vec::new();
+    for planned in volumes {
+        let copies: Vec<&SnapshotRecord> = records
+            .iter()
+            .filter(|r| {
+                r.volume == planned.volume
+                    && r.attributes.contains(SnapshotAttributes::CLIENT_ACCESSIBLE)
+            })
+            .collect();
+        let Some(excess) = copies.len().checked_sub(cap).filter(|n| *n > 0) else {
+            continue;
+        };
+        let mut older: Vec<&SnapshotRecord> =
+            copies.into_iter().filter(|r| r.set_id != set).collect();
+        older.sort_by_key(|r| (r.created, r.snapshot_id));
+        for record in older.into_iter().take(excess) {
+            tracing::info!(
+                snapshot = %record.snapshot_id,
+                volume = %record.volume,
+                created = record.created.0,
+                "deleting the oldest client-accessible shadow copy: volume {} would keep more \
+                 than {cap} (CFG-1, limits.max_client_accessible_per_volume)",
+                record.volume
+            );
+            excess_copies.push(record.clone());
+        }
+    }
+    if excess_copies.is_empty() {
+        return;
+    }
+    let outcome = shared.delete_records(&excess_copies).await;
+    if let Some((snapshot, error)) = outcome.first_failure {
+        tracing::error!(
+            %snapshot,
+            deleted = outcome.deleted,
+            "could not delete every client-accessible shadow copy over the cap (CFG-1): {error}"
+        );
+    }
 }
 
 /// Abort to the writers of a session that never started a set.

@@ -1,5 +1,6 @@
 //! Coordinator settings: per-event writer timeouts (CFG-16), freeze-timeout caps (CFG-9), the
-//! commit window (CFG-10, LIMIT-5) and provider call timeouts.
+//! commit window (CFG-10, LIMIT-5), provider call timeouts and the shadow copy limits (LIMIT-1,
+//! LIMIT-2, CFG-1, CFG-2).
 //!
 //! The daemon fills this from its config file; tests shorten the windows. Nothing here is read
 //! from disk: the coordinator library does no I/O.
@@ -17,6 +18,14 @@ pub const DEFAULT_FREEZE_TIMEOUT: Duration = Duration::from_millis(60_000);
 
 /// The most volumes one snapshot set may hold (LIMIT-1, CFG-2).
 pub const MAX_VOLUMES_PER_SET: usize = 64;
+
+/// The most shadow copies one volume may hold (LIMIT-2, CFG-2). Fixed: only tests lower it,
+/// through [`CoordinatorConfig::max_snapshots_per_volume`], so that they need not make 512 copies.
+pub const MAX_SNAPSHOTS_PER_VOLUME: usize = 512;
+
+/// How many client-accessible shadow copies a volume keeps by default before the oldest are
+/// deleted (CFG-1, `limits.max_client_accessible_per_volume`, VSS's MaxShadowCopies).
+pub const DEFAULT_MAX_CLIENT_ACCESSIBLE_PER_VOLUME: usize = 64;
 
 /// How long the coordinator waits for a writer's reply to each event (CFG-16).
 ///
@@ -107,6 +116,14 @@ pub struct CoordinatorConfig {
     pub max_freeze_timeout: Option<Duration>,
     /// Per-class caps on the freeze timeout (CFG-9, `writers.<class>.max_freeze_ms`).
     pub max_freeze_timeout_per_class: HashMap<WriterClassId, Duration>,
+    /// The most shadow copies of any context one volume may hold; AddToSnapshotSet refuses a
+    /// volume that has this many (LIMIT-2). [`MAX_SNAPSHOTS_PER_VOLUME`] in production: CFG-2 makes
+    /// it a constant, so the daemon never changes it; tests lower it.
+    pub max_snapshots_per_volume: usize,
+    /// The most client-accessible shadow copies one volume keeps (CFG-1, 1 to 512): after a
+    /// client-accessible set is created, the oldest such copies of each of its volumes are deleted
+    /// until this many remain.
+    pub max_client_accessible_per_volume: usize,
 }
 
 impl Default for CoordinatorConfig {
@@ -117,6 +134,8 @@ impl Default for CoordinatorConfig {
             commit_window: COMMIT_WINDOW,
             max_freeze_timeout: None,
             max_freeze_timeout_per_class: HashMap::new(),
+            max_snapshots_per_volume: MAX_SNAPSHOTS_PER_VOLUME,
+            max_client_accessible_per_volume: DEFAULT_MAX_CLIENT_ACCESSIBLE_PER_VOLUME,
         }
     }
 }

@@ -1,13 +1,15 @@
 //! The `Coordinator`: the writer registry, the providers, the one-set-in-creation lock (LIMIT-4),
-//! snapshot administration (SNAP-2, DEL-1) and the factory for backup and restore sessions.
+//! snapshot administration (SNAP-2; DEL-1 by id, by set, the oldest of a volume, or all) and the
+//! factory for backup and restore sessions.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::join_all;
 use shadowcopy_metadata::codes;
-use shadowcopy_metadata::enums::{ProviderType, SnapshotContext};
+use shadowcopy_metadata::enums::{ProviderType, SnapshotContext, SnapshotState};
 use shadowcopy_metadata::ids::ProviderId;
 use shadowcopy_metadata::{SnapshotId, SnapshotSetId, WriterInstanceId};
 use tokio::runtime::Handle;
@@ -19,7 +21,7 @@ use crate::config::CoordinatorConfig;
 use crate::error::{CoordinatorError, Result};
 use crate::provider::{
     DeleteTarget, Provider, ProviderError, ProviderInfo, ProviderStep, SnapshotRecord,
-    VolumeSupport, translate_provider_code,
+    VolumeSupport, translate_provider_code_at,
 };
 use crate::registry::{Registry, lock};
 use crate::restore::RestoreSession;
@@ -45,6 +47,8 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     /// The set in creation on this host, from StartSnapshotSet until DoSnapshotSet ends (LIMIT-4).
     set_in_creation: Mutex<Option<SnapshotSetId>>,
+    /// Volumes being reverted (REV-1: a second revert of one volume is VSS_E_REVERT_IN_PROGRESS).
+    reverts: Mutex<BTreeSet<String>>,
     pub(crate) background: Background,
 }
 
@@ -142,6 +146,18 @@ impl Drop for SetSlot {
         if *current == Some(self.set) {
             *current = None;
         }
+    }
+}
+
+/// Holds a volume in `Shared::reverts` and frees it when dropped.
+struct RevertSlot {
+    shared: Arc<Shared>,
+    volume: String,
+}
+
+impl Drop for RevertSlot {
+    fn drop(&mut self) {
+        lock(&self.shared.reverts).remove(&self.volume);
     }
 }
 
@@ -289,6 +305,106 @@ impl Shared {
             _ => Ok(records),
         }
     }
+
+    /// Every finished shadow copy: neither part of the set in creation, which DoSnapshotSet still
+    /// owns (LIMIT-4), nor a preparation left by a set that was never created (PROV-SEQ-2). These
+    /// are the copies that count against the limits and that administrators may delete.
+    pub(crate) async fn finished_snapshots(&self) -> Result<Vec<SnapshotRecord>> {
+        let mut records = self.query_all().await?;
+        let in_creation = *lock(&self.set_in_creation);
+        records.retain(|r| !is_preparation(r) && Some(r.set_id) != in_creation);
+        Ok(records)
+    }
+
+    /// Runs deletion calls one after another and adds up DEL-1's outcome: how many were deleted,
+    /// and the first shadow copy of the first call that failed. Every deletion path (by id, by set,
+    /// oldest, all, and the CFG-1 cap) goes through here, so they report alike.
+    pub(crate) async fn run_deletions(&self, calls: Vec<DeleteCall<'_>>) -> DeleteOutcome {
+        let mut outcome = DeleteOutcome {
+            deleted: 0,
+            first_failure: None,
+        };
+        for call in calls {
+            let provider = call.provider;
+            match call_provider(
+                provider,
+                ProviderStep::DeleteSnapshots,
+                &call.subject,
+                Some(self.config.provider_timeouts.call),
+                provider.provider.delete_snapshots(call.target),
+            )
+            .await
+            {
+                Ok(count) => {
+                    tracing::info!(provider = %provider.info.name, count, "deleted {}", call.subject);
+                    outcome.deleted += count;
+                }
+                Err(error) => {
+                    if outcome.first_failure.is_none() {
+                        outcome.first_failure = Some((call.first, error));
+                    }
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Deletes these shadow copies one at a time, in the order given (DEL-1).
+    pub(crate) async fn delete_records(&self, records: &[SnapshotRecord]) -> DeleteOutcome {
+        let mut calls = Vec::with_capacity(records.len());
+        let mut missing = None;
+        for record in records {
+            let subject = format!(
+                "shadow copy {} of {} (set {})",
+                record.snapshot_id, record.volume, record.set_id
+            );
+            match self.provider_by_id(record.provider_id) {
+                Some(provider) => calls.push(DeleteCall {
+                    provider,
+                    target: DeleteTarget::Snapshot(record.snapshot_id),
+                    first: record.snapshot_id,
+                    subject,
+                }),
+                // Records come from the providers' own queries, so this only happens if a
+                // provider reports another provider's id; report it rather than skip silently.
+                None => {
+                    missing.get_or_insert((
+                        record.snapshot_id,
+                        CoordinatorError::new(
+                            codes::VSS_E_PROVIDER_NOT_REGISTERED,
+                            format!(
+                                "cannot delete {subject}: its provider {} is not registered",
+                                record.provider_id
+                            ),
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut outcome = self.run_deletions(calls).await;
+        if outcome.first_failure.is_none() {
+            outcome.first_failure = missing;
+        }
+        outcome
+    }
+}
+
+/// One provider call of a deletion.
+pub(crate) struct DeleteCall<'a> {
+    provider: &'a RegisteredProvider,
+    target: DeleteTarget,
+    /// The shadow copy reported as DEL-1's "first failed" when this call fails.
+    first: SnapshotId,
+    /// What is deleted, for logs and messages.
+    subject: String,
+}
+
+/// Whether a record is still being prepared (PROV-ST-1): not a shadow copy yet.
+pub(crate) fn is_preparation(record: &SnapshotRecord) -> bool {
+    matches!(
+        record.state,
+        SnapshotState::Preparing | SnapshotState::ProcessingPrepare | SnapshotState::Prepared
+    )
 }
 
 /// The order of PROV-SEL-1: hardware, software, system, then anything else.
@@ -342,7 +458,7 @@ pub(crate) fn provider_error(
     error: ProviderError,
 ) -> CoordinatorError {
     let name = &provider.info.name;
-    let code = translate_provider_code(error.code);
+    let code = translate_provider_code_at(step, error.code);
     if code != error.code {
         tracing::error!(
             provider = %name,
@@ -380,6 +496,7 @@ impl Coordinator {
                 providers,
                 registry: Registry::default(),
                 set_in_creation: Mutex::new(None),
+                reverts: Mutex::new(BTreeSet::new()),
                 background: Background::new(),
             }),
         }
@@ -459,13 +576,7 @@ impl Coordinator {
         let mut records = self.shared.query_all().await?;
         let in_creation = self.set_in_creation();
         records.retain(|r| {
-            let preparing = matches!(
-                r.state,
-                shadowcopy_metadata::enums::SnapshotState::Preparing
-                    | shadowcopy_metadata::enums::SnapshotState::ProcessingPrepare
-                    | shadowcopy_metadata::enums::SnapshotState::Prepared
-            );
-            r.matches_context(context) && (!preparing || Some(r.set_id) == in_creation)
+            r.matches_context(context) && (!is_preparation(r) || Some(r.set_id) == in_creation)
         });
         Ok(records)
     }
@@ -504,36 +615,187 @@ impl Coordinator {
                 },
             ));
         }
-        let mut outcome = DeleteOutcome {
-            deleted: 0,
-            first_failure: None,
+        let calls = self
+            .shared
+            .providers
+            .iter()
+            .filter_map(|provider| {
+                let first = matching
+                    .iter()
+                    .find(|r| r.provider_id == provider.info.id)?;
+                let subject = match &target {
+                    DeleteTarget::Snapshot(id) => format!("shadow copy {id} of {}", first.volume),
+                    DeleteTarget::Set(set) => format!("set {set}"),
+                };
+                Some(DeleteCall {
+                    provider,
+                    target: target.clone(),
+                    first: first.snapshot_id,
+                    subject,
+                })
+            })
+            .collect();
+        Ok(self.shared.run_deletions(calls).await)
+    }
+
+    /// Every finished shadow copy, of any context: what [`Coordinator::delete_all`] deletes. The
+    /// set in creation is left out, since DoSnapshotSet still owns it (LIMIT-4).
+    pub async fn finished_snapshots(&self) -> Result<Vec<SnapshotRecord>> {
+        self.shared.finished_snapshots().await
+    }
+
+    /// The oldest finished shadow copy of `volume` (a mount point; a trailing `/` is ignored) by
+    /// creation time, whatever its context: what `shadowcopy delete --oldest` deletes (DEL-1).
+    /// VSS_E_OBJECT_NOT_FOUND, naming the volume, when it has none.
+    pub async fn oldest_snapshot(&self, volume: &str) -> Result<SnapshotRecord> {
+        let wanted = volume_key(volume);
+        self.shared
+            .finished_snapshots()
+            .await?
+            .into_iter()
+            .filter(|r| volume_key(&r.volume) == wanted)
+            // Ties (same timestamp) are broken by id so that the choice is stable between calls.
+            .min_by_key(|r| (r.created, r.snapshot_id))
+            .ok_or_else(|| {
+                CoordinatorError::new(
+                    codes::VSS_E_OBJECT_NOT_FOUND,
+                    format!(
+                        "volume {volume} has no shadow copies; list them with `shadowcopy list` \
+                         and check the mount point"
+                    ),
+                )
+            })
+    }
+
+    /// Deletes the oldest shadow copy of `volume`, any context (DEL-1, `vshadow -do` style).
+    pub async fn delete_oldest(&self, volume: &str) -> Result<DeleteOutcome> {
+        let oldest = self.oldest_snapshot(volume).await?;
+        Ok(self.shared.delete_records(&[oldest]).await)
+    }
+
+    /// Deletes every finished shadow copy, of every context and provider, like `vshadow -da`
+    /// (DEL-1). Oldest first, so that a failure part-way leaves the newest copies. Nothing to
+    /// delete is a success with a count of 0.
+    pub async fn delete_all(&self) -> Result<DeleteOutcome> {
+        let mut records = self.shared.finished_snapshots().await?;
+        records.sort_by_key(|r| (r.created, r.snapshot_id));
+        Ok(self.shared.delete_records(&records).await)
+    }
+
+    /// Rolls the volume of `snapshot` back to it (REV-1, RevertToSnapshot).
+    ///
+    /// Refused with VSS_E_OBJECT_NOT_FOUND when no provider holds the copy, VSS_E_UNSUPPORTED_CONTEXT
+    /// when it is not persistent (auto-release), VSS_E_BAD_STATE when it is not fully created,
+    /// VSS_E_SNAPSHOT_SET_IN_PROGRESS while the volume is in the set in creation (the revert would
+    /// change the volume under the writers' freeze), and VSS_E_REVERT_IN_PROGRESS while another
+    /// revert of the same volume runs. The provider is called without a time limit and on a
+    /// background task: REV-1 says a revert cannot be cancelled, so a caller that goes away does not
+    /// stop it, and the volume stays in [`Coordinator::reverts_in_progress`] until it ends. The
+    /// provider's E_NOTIMPL, VSS_E_VOLUME_IN_USE and VSS_E_REVERT_IN_PROGRESS reach the caller as
+    /// they are (REV-1).
+    pub async fn revert(&self, snapshot: SnapshotId, force_dismount: bool) -> Result<()> {
+        let records = self.shared.query_all().await?;
+        let Some(record) = records.iter().find(|r| r.snapshot_id == snapshot).cloned() else {
+            return Err(CoordinatorError::new(
+                codes::VSS_E_OBJECT_NOT_FOUND,
+                format!(
+                    "no shadow copy {snapshot} exists to revert to; list them with `shadowcopy list`"
+                ),
+            ));
         };
-        for provider in &self.shared.providers {
-            let Some(first) = matching.iter().find(|r| r.provider_id == provider.info.id) else {
-                continue;
-            };
-            let subject = match &target {
-                DeleteTarget::Snapshot(id) => format!("shadow copy {id} of {}", first.volume),
-                DeleteTarget::Set(set) => format!("set {set}"),
-            };
-            match call_provider(
-                provider,
-                ProviderStep::DeleteSnapshots,
-                &subject,
-                Some(self.shared.config.provider_timeouts.call),
-                provider.provider.delete_snapshots(target.clone()),
-            )
-            .await
-            {
-                Ok(count) => outcome.deleted += count,
-                Err(error) => {
-                    if outcome.first_failure.is_none() {
-                        outcome.first_failure = Some((first.snapshot_id, error));
-                    }
-                }
-            }
+        let volume = record.volume.clone();
+        if record.is_auto_release() {
+            return Err(CoordinatorError::new(
+                codes::VSS_E_UNSUPPORTED_CONTEXT,
+                format!(
+                    "shadow copy {snapshot} of {volume} is auto-release (attributes {:?}); a volume \
+                     can be reverted only to a persistent shadow copy (REV-1), made in a context \
+                     with NO_AUTO_RELEASE such as APP_ROLLBACK or NAS_ROLLBACK",
+                    record.attributes.names()
+                ),
+            ));
         }
-        Ok(outcome)
+        if record.state != shadowcopy_metadata::enums::SnapshotState::Created {
+            return Err(CoordinatorError::new(
+                codes::VSS_E_BAD_STATE,
+                format!(
+                    "shadow copy {snapshot} of {volume} is {}, not CREATED; a volume can be \
+                     reverted only to a finished shadow copy",
+                    record.state
+                ),
+            ));
+        }
+        if let Some(set) = self.set_in_creation()
+            && records
+                .iter()
+                .any(|r| r.set_id == set && r.volume == volume)
+        {
+            return Err(CoordinatorError::new(
+                codes::VSS_E_SNAPSHOT_SET_IN_PROGRESS,
+                format!(
+                    "{volume} is in snapshot set {set}, which is being created; revert it once \
+                     that set has finished"
+                ),
+            ));
+        }
+        let Some(provider) = self.shared.provider_by_id(record.provider_id).cloned() else {
+            return Err(CoordinatorError::new(
+                codes::VSS_E_PROVIDER_NOT_REGISTERED,
+                format!(
+                    "shadow copy {snapshot} of {volume} belongs to provider {}, which is not \
+                     registered",
+                    record.provider_id
+                ),
+            ));
+        };
+        let slot = {
+            let mut reverts = lock(&self.shared.reverts);
+            if !reverts.insert(volume.clone()) {
+                return Err(CoordinatorError::new(
+                    codes::VSS_E_REVERT_IN_PROGRESS,
+                    format!(
+                        "{volume} is being reverted already; a revert cannot be cancelled, wait \
+                         until it has finished (REV-1)"
+                    ),
+                ));
+            }
+            RevertSlot {
+                shared: self.shared.clone(),
+                volume: volume.clone(),
+            }
+        };
+        tracing::info!(%snapshot, volume = %volume, provider = %provider.info.name, force_dismount, "reverting a volume to a shadow copy");
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.shared.background.spawn(None, async move {
+            let _slot = slot;
+            let subject = format!("{volume} (to shadow copy {snapshot})");
+            let result = call_provider(
+                &provider,
+                ProviderStep::RevertToSnapshot,
+                &subject,
+                None,
+                provider
+                    .provider
+                    .revert_to_snapshot(snapshot, force_dismount),
+            )
+            .await;
+            match &result {
+                Ok(()) => tracing::info!(%snapshot, volume = %volume, "volume reverted"),
+                Err(error) => tracing::error!(%snapshot, volume = %volume, %error, "revert failed"),
+            }
+            let _ = sender.send(result);
+        });
+        receiver.await.unwrap_or_else(|_| {
+            Err(CoordinatorError::new(
+                codes::VSS_E_UNEXPECTED,
+                format!("the revert to shadow copy {snapshot} ended without an answer (its task panicked); see the daemon's log"),
+            ))
+        })
+    }
+
+    /// The volumes being reverted now (REV-1), for status displays.
+    pub fn reverts_in_progress(&self) -> Vec<String> {
+        lock(&self.shared.reverts).iter().cloned().collect()
     }
 
     /// A new backup session (ROLE-12: one backup, then release).
@@ -551,6 +813,15 @@ impl Coordinator {
     /// tests call it before checking that no writer was left frozen.
     pub async fn wait_background(&self) {
         self.shared.background.wait_idle().await;
+    }
+}
+
+/// A mount point as records compare it: without a trailing `/` (the coordinator records volumes
+/// that way, BK-DISC-6).
+fn volume_key(volume: &str) -> &str {
+    match volume.trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
     }
 }
 

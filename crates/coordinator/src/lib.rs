@@ -72,14 +72,16 @@ mod writer;
 
 pub use backup::{BackupSession, SessionId};
 pub use config::{
-    COMMIT_WINDOW, CoordinatorConfig, DEFAULT_FREEZE_TIMEOUT, EventTimeouts, MAX_VOLUMES_PER_SET,
-    ProviderTimeouts,
+    COMMIT_WINDOW, CoordinatorConfig, DEFAULT_FREEZE_TIMEOUT,
+    DEFAULT_MAX_CLIENT_ACCESSIBLE_PER_VOLUME, EventTimeouts, MAX_SNAPSHOTS_PER_VOLUME,
+    MAX_VOLUMES_PER_SET, ProviderTimeouts,
 };
 pub use coordinator::{Coordinator, DeleteOutcome};
 pub use error::{CoordinatorError, Result};
 pub use provider::{
     ALLOWED_PROVIDER_CODES, DeleteTarget, Provider, ProviderError, ProviderInfo, ProviderStep,
-    SnapshotRecord, VolumeSupport, translate_provider_code,
+    REVERT_PROVIDER_CODES, SnapshotRecord, VolumeSupport, translate_provider_code,
+    translate_provider_code_at,
 };
 pub use restore::{ComponentKey, RestoreSession};
 pub use writer::{

@@ -137,6 +137,25 @@ pub fn translate_provider_code(code: ErrorCode) -> ErrorCode {
     }
 }
 
+/// The codes RevertToSnapshot may return besides [`ALLOWED_PROVIDER_CODES`]: REV-1 names them as
+/// what the requester sees, so they pass untranslated for that step only.
+pub const REVERT_PROVIDER_CODES: &[ErrorCode] = &[
+    codes::E_NOTIMPL,
+    codes::VSS_E_VOLUME_IN_USE,
+    codes::VSS_E_REVERT_IN_PROGRESS,
+    codes::VSS_E_UNSUPPORTED_CONTEXT,
+];
+
+/// The code a requester sees for a provider's code at `step`: [`translate_provider_code`], except
+/// that RevertToSnapshot also passes [`REVERT_PROVIDER_CODES`] (REV-1).
+pub fn translate_provider_code_at(step: ProviderStep, code: ErrorCode) -> ErrorCode {
+    if step == ProviderStep::RevertToSnapshot && REVERT_PROVIDER_CODES.contains(&code) {
+        code
+    } else {
+        translate_provider_code(code)
+    }
+}
+
 /// The steps of PROV-SEQ-1, for logs, messages and fault plans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ProviderStep {
@@ -162,6 +181,8 @@ pub enum ProviderStep {
     DeleteSnapshots,
     /// Query.
     QuerySnapshots,
+    /// RevertToSnapshot (REV-1).
+    RevertToSnapshot,
 }
 
 impl ProviderStep {
@@ -179,6 +200,7 @@ impl ProviderStep {
             ProviderStep::AbortSnapshots => "AbortSnapshots",
             ProviderStep::DeleteSnapshots => "DeleteSnapshots",
             ProviderStep::QuerySnapshots => "Query",
+            ProviderStep::RevertToSnapshot => "RevertToSnapshot",
         }
     }
 }
@@ -244,6 +266,26 @@ pub trait Provider: Send + Sync {
 
     /// Every shadow copy the provider holds (SNAP-2).
     async fn query_snapshots(&self) -> Result<Vec<SnapshotRecord>, ProviderError>;
+
+    /// Rolls the volume of `snapshot` back to it (REV-1). The default says the provider cannot
+    /// (E_NOTIMPL). The coordinator has checked that the copy is persistent and that no other
+    /// revert of the volume runs; it calls this without a time limit, because a revert cannot be
+    /// cancelled halfway (REV-1). `force_dismount` lets the provider go ahead while other
+    /// processes use the volume, where it would otherwise refuse with VSS_E_VOLUME_IN_USE.
+    async fn revert_to_snapshot(
+        &self,
+        snapshot: SnapshotId,
+        force_dismount: bool,
+    ) -> Result<(), ProviderError> {
+        let _ = force_dismount;
+        Err(ProviderError::new(
+            codes::E_NOTIMPL,
+            format!(
+                "provider {} cannot revert a volume to a shadow copy (asked for {snapshot});                  restore the files from the shadow copy instead",
+                self.info().name
+            ),
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -263,6 +305,25 @@ mod tests {
         );
         assert_eq!(
             translate_provider_code(codes::VSS_E_WRITERERROR_TIMEOUT),
+            codes::VSS_E_UNEXPECTED_PROVIDER_ERROR
+        );
+    }
+
+    /// REV-1: the revert codes pass at RevertToSnapshot only.
+    #[test]
+    fn revert_codes_pass_only_for_revert() {
+        for code in REVERT_PROVIDER_CODES {
+            assert_eq!(
+                translate_provider_code_at(ProviderStep::RevertToSnapshot, *code),
+                *code
+            );
+            assert_eq!(
+                translate_provider_code_at(ProviderStep::CommitSnapshots, *code),
+                codes::VSS_E_UNEXPECTED_PROVIDER_ERROR
+            );
+        }
+        assert_eq!(
+            translate_provider_code_at(ProviderStep::RevertToSnapshot, codes::VSS_E_UNEXPECTED),
             codes::VSS_E_UNEXPECTED_PROVIDER_ERROR
         );
     }

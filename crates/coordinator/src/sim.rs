@@ -144,6 +144,8 @@ pub struct SimProvider {
     support: Support,
     faults: Mutex<FaultPlan>,
     snapshots: Mutex<BTreeMap<SnapshotId, SnapshotRecord>>,
+    /// RevertToSnapshot calls that succeeded: the snapshot and the force flag.
+    reverts: Mutex<Vec<(SnapshotId, bool)>>,
     log: EventLog,
 }
 
@@ -160,6 +162,7 @@ impl SimProvider {
             support: Support::Everything,
             faults: Mutex::new(FaultPlan::new()),
             snapshots: Mutex::new(BTreeMap::new()),
+            reverts: Mutex::new(Vec::new()),
             log: EventLog::new(),
         }
     }
@@ -206,6 +209,12 @@ impl SimProvider {
     /// Every shadow copy it holds now.
     pub fn snapshots(&self) -> Vec<SnapshotRecord> {
         lock(&self.snapshots).values().cloned().collect()
+    }
+
+    /// The RevertToSnapshot calls that succeeded, in order: the snapshot and the force flag. The
+    /// simulator changes nothing else (it has no volume data to roll back).
+    pub fn reverts(&self) -> Vec<(SnapshotId, bool)> {
+        lock(&self.reverts).clone()
     }
 
     /// Logs the step and applies its fault, if any.
@@ -451,6 +460,26 @@ impl Provider for SimProvider {
         self.enter(ProviderStep::QuerySnapshots, "all shadow copies")
             .await?;
         Ok(self.snapshots())
+    }
+
+    async fn revert_to_snapshot(
+        &self,
+        snapshot: SnapshotId,
+        force_dismount: bool,
+    ) -> Result<(), ProviderError> {
+        self.enter(
+            ProviderStep::RevertToSnapshot,
+            &format!("shadow copy {snapshot}"),
+        )
+        .await?;
+        if !lock(&self.snapshots).contains_key(&snapshot) {
+            return Err(ProviderError::new(
+                codes::VSS_E_OBJECT_NOT_FOUND,
+                format!("provider {} has no shadow copy {snapshot}", self.info.name),
+            ));
+        }
+        lock(&self.reverts).push((snapshot, force_dismount));
+        Ok(())
     }
 }
 

@@ -253,47 +253,64 @@ impl Run {
     /// PreCommit, Commit and PostCommit of every provider, capped by the commit window. Overrunning
     /// it fails the set: FLUSH_WRITES_TIMEOUT while flushing (PreCommit), HOLD_WRITES_TIMEOUT while
     /// writes are held (Commit, PostCommit).
+    ///
+    /// Within one step the providers run concurrently: each step is still a barrier (no provider
+    /// commits before every provider has pre-committed, PROV-SEQ-1), but the writers' freeze window
+    /// then lasts as long as the slowest provider rather than the sum of all of them.
     async fn commit_window(&self) -> Result<()> {
         let window = self.shared.config.commit_window;
-        let current = Mutex::new((ProviderStep::PreCommitSnapshots, String::new()));
+        // The step under way and the providers that have not finished it, for the timeout message.
+        let pending = Mutex::new((ProviderStep::PreCommitSnapshots, Vec::<String>::new()));
         let work = async {
             for step in [
                 ProviderStep::PreCommitSnapshots,
                 ProviderStep::CommitSnapshots,
                 ProviderStep::PostCommitSnapshots,
             ] {
-                for provider in &self.providers {
-                    *lock(&current) = (step, provider.info.name.clone());
-                    if step == ProviderStep::CommitSnapshots {
-                        self.commit_reached.store(true, Ordering::SeqCst);
-                    }
-                    let subject = format!("set {} ({})", self.set, self.volumes_of(provider));
-                    call_provider(
-                        provider,
-                        step,
-                        &subject,
-                        None,
-                        set_step(provider, step, self.set),
-                    )
-                    .await?;
+                *lock(&pending) = (
+                    step,
+                    self.providers.iter().map(|p| p.info.name.clone()).collect(),
+                );
+                if step == ProviderStep::CommitSnapshots {
+                    self.commit_reached.store(true, Ordering::SeqCst);
                 }
+                let results = join_all(self.providers.iter().map(|provider| {
+                    let pending = &pending;
+                    async move {
+                        let subject = format!("set {} ({})", self.set, self.volumes_of(provider));
+                        let result = call_provider(
+                            provider,
+                            step,
+                            &subject,
+                            None,
+                            set_step(provider, step, self.set),
+                        )
+                        .await;
+                        lock(pending).1.retain(|name| *name != provider.info.name);
+                        result
+                    }
+                }))
+                .await;
+                // The first failure, in the providers' order, fails the set.
+                results.into_iter().collect::<Result<Vec<()>>>()?;
             }
             Ok(())
         };
         match tokio::time::timeout(window, work).await {
             Ok(result) => result,
             Err(_) => {
-                let (step, provider) = lock(&current).clone();
+                let (step, providers) = lock(&pending).clone();
+                let providers = providers.join(", ");
                 let code = if step == ProviderStep::PreCommitSnapshots {
                     codes::VSS_E_FLUSH_WRITES_TIMEOUT
                 } else {
                     codes::VSS_E_HOLD_WRITES_TIMEOUT
                 };
-                tracing::error!(provider = %provider, method = step.name(), "commit window of {} ms exceeded", window.as_millis());
+                tracing::error!(provider = %providers, method = step.name(), "commit window of {} ms exceeded", window.as_millis());
                 Err(CoordinatorError::new(
                     code,
                     format!(
-                        "provider {provider} did not finish {step} for set {} within the {} ms \
+                        "provider {providers} did not finish {step} for set {} within the {} ms \
                          commit window (CFG-10, LIMIT-5); the whole set failed",
                         self.set,
                         window.as_millis()

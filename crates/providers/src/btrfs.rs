@@ -28,15 +28,33 @@
 //!   deletes by snapshot or set (DEL-1); `query_snapshots` lists them with `snapshot_path`, the
 //!   read-only snapshot directory where requesters read the files (BK-COPY-1).
 //!
-//! The index of snapshots is in memory: within one process no snapshot is lost track of, but a
-//! restarted process does not rediscover the snapshots it left on disk (a persistent catalog is a
-//! later task). Snapshots are named by their snapshot id, in `<volume>/.shadowcopy/` by default
+//! The index of snapshots is in memory; with [`BtrfsProvider::with_catalog`] it is also kept in a
+//! catalog file (`crate::catalog`), so that a restarted daemon finds its persistent copies again
+//! (CTX-2). The catalog is written at EndPrepareSnapshots (state PREPARED: a write-ahead intent,
+//! before the writers freeze, so that a crash during the commit leaves a trace of the snapshot it
+//! may have made), at PostFinalCommitSnapshots (CREATED), and when copies are deleted or aborted;
+//! never between PreCommit and PostCommit, while writers are frozen (PROV-T-1). At start-up the
+//! persistent CREATED copies are reinstated, and every other entry (an auto-release copy whose
+//! session died with the process, a set cut short) is deleted from disk and from the catalog.
+//! A catalog write that fails at EndPrepare fails the set before anything is made; one that fails
+//! at PostFinalCommit fails the step, and the states go back so that the coordinator's abort
+//! deletes the copies: a copy the catalog does not know as CREATED would be deleted as an orphan
+//! at the next start, so it is better not to hand it to the requester. A failed removal from the
+//! catalog after a deletion is only logged: the next start finds the data gone and drops the
+//! entry.
+//!
+//! `revert_to_snapshot` rolls a volume back to one of its persistent snapshots in place (REV-1;
+//! see `revert` for how, and what it leaves alone). With a catalog, a marker is stored before the
+//! volume is touched and cleared after, and `with_catalog` redoes a revert that a crash cut short.
+//!
+//! Snapshots are named by their snapshot id, in `<volume>/.shadowcopy/` by default
 //! ([`SnapshotDir`]), which is created with mode 0700 so that only root can browse the copies
 //! (SNAP-3: shadow copies are not surfaced to users by default).
 
-mod ioctl;
+pub(crate) mod ioctl;
+mod revert;
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -51,14 +69,15 @@ use shadowcopy_coordinator::{
     DeleteTarget, Provider, ProviderError, ProviderInfo, ProviderStep, SnapshotRecord,
     VolumeSupport,
 };
-use shadowcopy_metadata::codes::{self, ErrorCode};
+use shadowcopy_metadata::codes;
 use shadowcopy_metadata::enums::{
     ProviderType, SnapshotAttributes, SnapshotContext, SnapshotState,
 };
 use shadowcopy_metadata::ids::ProviderId;
 use shadowcopy_metadata::{SnapshotId, SnapshotSetId, VssTimestamp};
 
-use crate::common::{self, Tracked, lock};
+use crate::catalog::{Catalog, CatalogEntry, RecoveryReport, RevertMarker};
+use crate::common::{self, Store, Tracked, lock};
 
 /// This provider's name in messages.
 const PROVIDER: &str = "btrfs";
@@ -99,16 +118,22 @@ impl Default for SnapshotDir {
 pub struct BtrfsProvider {
     info: ProviderInfo,
     snapshot_dir: SnapshotDir,
-    index: Arc<Mutex<Index>>,
+    /// The index, and the catalog when [`BtrfsProvider::with_catalog`] was used.
+    store: Store<Entry, Busy>,
+    /// What `with_catalog` found.
+    recovered: RecoveryReport,
 }
 
 /// Every snapshot this provider knows of, by id, with the order in which volumes were added.
+type Index = common::Index<Entry, Busy>;
+
+/// What runs on the snapshots, kept under the index's lock.
 #[derive(Debug, Default)]
-struct Index {
-    entries: BTreeMap<SnapshotId, Entry>,
-    next_order: u64,
+struct Busy {
     /// Snapshot ioctls running on blocking threads, including ones whose commit was given up.
     commits_in_flight: usize,
+    /// Volumes being reverted (REV-1).
+    reverting: BTreeSet<String>,
 }
 
 /// One shadow copy: its record and what the provider needs to make and delete it.
@@ -162,8 +187,70 @@ impl BtrfsProvider {
                 provider_type: ProviderType::Software,
             },
             snapshot_dir: SnapshotDir::default(),
-            index: Arc::default(),
+            store: Store::default(),
+            recovered: RecoveryReport::default(),
         }
+    }
+
+    /// Keeps the index in the catalog file `path` as well (see the module documentation), and
+    /// recovers what it lists: persistent CREATED copies whose snapshot is still on disk go back
+    /// into the index (so that query, delete and expose work after a restart); every other entry
+    /// is an orphan, whose snapshot is deleted and which leaves the catalog, each logged with a
+    /// warning naming the copy, the volume and why; then unfinished reverts are redone (REV-1).
+    /// Call it after [`BtrfsProvider::with_snapshot_dir`]. A catalog that cannot be read or
+    /// parsed is an error naming the file, never an empty catalog.
+    pub fn with_catalog(mut self, path: &Path) -> Result<Self, ProviderError> {
+        let (catalog, mut report) = self.store.open_catalog(path)?;
+        for marker in catalog.reverts() {
+            let resumed = self.resume_revert(&catalog, &marker);
+            match resumed {
+                Ok(()) => report.reverts_resumed.push(marker.volume.clone()),
+                Err(error) => {
+                    tracing::error!(volume = %marker.volume, snapshot = %marker.snapshot_id, "btrfs provider: cannot finish the revert a restart interrupted: {}", error.message);
+                    report
+                        .reverts_failed
+                        .push((marker.volume.clone(), error.message));
+                }
+            }
+        }
+        self.recovered = report;
+        Ok(self)
+    }
+
+    /// What [`BtrfsProvider::with_catalog`] found at start-up.
+    pub fn recovered(&self) -> &RecoveryReport {
+        &self.recovered
+    }
+
+    /// Redoes an interrupted revert from the start (every step of it can run again), forced:
+    /// REV-1 says a revert cannot be cancelled, and it was already under way.
+    fn resume_revert(&self, catalog: &Catalog, marker: &RevertMarker) -> Result<(), ProviderError> {
+        let found = lock(&self.store.index)
+            .entries
+            .get(&marker.snapshot_id)
+            .filter(|e| e.record.state == SnapshotState::Created)
+            .map(|e| (e.source.clone(), e.path(), e.dir.clone()));
+        let Some((source, location, dir)) = found else {
+            // Without its snapshot the revert cannot be finished; the marker is dropped so that
+            // it is not retried forever, and the error says what state the volume is in.
+            catalog.end_revert(&marker.volume)?;
+            return Err(ProviderError::new(
+                codes::VSS_E_REVERT_VOLUME_LOST,
+                format!(
+                    "btrfs provider: the revert of {} to shadow copy {} was interrupted, and that \
+                     shadow copy is gone; the volume may be half reverted: restore it from a backup",
+                    marker.volume, marker.snapshot_id
+                ),
+            ));
+        };
+        tracing::warn!(volume = %marker.volume, snapshot = %marker.snapshot_id, "btrfs provider: redoing a revert that a restart interrupted (REV-1)");
+        revert::revert_in_place(
+            &marker.volume,
+            &source,
+            &location,
+            top_level_name(&source, &dir).as_deref(),
+        )?;
+        catalog.end_revert(&marker.volume)
     }
 
     /// Puts snapshots in `dir` instead. E_INVALIDARG when an in-volume directory is absolute or
@@ -203,101 +290,86 @@ impl BtrfsProvider {
     /// How many snapshot ioctls are still running, including those of a CommitSnapshots the
     /// coordinator gave up on; a host waits for zero before it unmounts anything.
     pub fn commits_in_flight(&self) -> usize {
-        lock(&self.index).commits_in_flight
+        lock(&self.store.index).extra.commits_in_flight
     }
 
     /// How long the snapshot ioctl of `snapshot` took, once it was committed.
     pub fn commit_duration(&self, snapshot: SnapshotId) -> Option<Duration> {
-        lock(&self.index).entries.get(&snapshot)?.commit_time
-    }
-
-    /// Moves every shadow copy of `set` from `from` to `to`; refuses a step out of order
-    /// (VSS_E_BAD_STATE naming the volume, as the simulator does).
-    fn advance(
-        &self,
-        set: SnapshotSetId,
-        step: ProviderStep,
-        from: SnapshotState,
-        to: SnapshotState,
-    ) -> Result<Vec<SnapshotId>, ProviderError> {
-        let mut index = lock(&self.index);
-        let members = index
-            .entries
-            .values_mut()
-            .filter(|e| e.record.set_id == set)
-            .collect();
-        common::advance("btrfs", set, step, members, from, to)
-    }
-
-    /// Removes `ids` from the index and deletes those on disk, on one blocking thread that
-    /// finishes even if this future is dropped, so that no snapshot is lost track of.
-    async fn remove(&self, ids: Vec<SnapshotId>, aborting: bool) -> (usize, Option<ProviderError>) {
-        let index = self.index.clone();
-        common::blocking(PROVIDER, move || Ok(remove_now(&index, &ids, aborting)))
-            .await
-            .unwrap_or_else(|error| (0, Some(error)))
+        lock(&self.store.index).entries.get(&snapshot)?.commit_time
     }
 }
 
-/// Removes `ids` from the index and deletes those on disk. An entry whose deletion fails goes back
-/// into the index (state ABORTED when `aborting`), so that a later DeleteSnapshots can retry.
-/// Returns how many were removed and the first failure.
 impl Tracked for Entry {
+    const PROVIDER: &'static str = PROVIDER;
+
     fn record(&self) -> &SnapshotRecord {
         &self.record
     }
+
     fn record_mut(&mut self) -> &mut SnapshotRecord {
         &mut self.record
     }
+
     fn order(&self) -> u64 {
         self.order
     }
-}
 
-fn remove_now(
-    index: &Mutex<Index>,
-    ids: &[SnapshotId],
-    aborting: bool,
-) -> (usize, Option<ProviderError>) {
-    let taken: Vec<Entry> = {
-        let mut index = lock(index);
-        ids.iter()
-            .filter_map(|id| index.entries.remove(id))
-            .collect()
-    };
-    let mut removed = 0;
-    let mut first_failure = None;
-    for mut entry in taken {
-        // Closes the volume and directory if they are still open.
-        entry.open = None;
-        if !entry.on_disk {
-            // Not made, or its ioctl is still running: that thread finds the entry gone and
-            // deletes what it made (see `commit_one`).
-            removed += 1;
-            continue;
-        }
-        match destroy(&entry.dir, &entry.name(), &entry.record.volume) {
-            Ok(()) => {
-                tracing::info!(
-                    volume = %entry.record.volume,
-                    snapshot = %entry.record.snapshot_id,
-                    path = %entry.path().display(),
-                    "btrfs snapshot deleted"
-                );
-                removed += 1;
-            }
-            Err(error) => {
-                tracing::error!(volume = %entry.record.volume, "{}", error.message);
-                if aborting {
-                    entry.record.state = SnapshotState::Aborted;
-                }
-                let id = entry.record.snapshot_id;
-                lock(index).entries.insert(id, entry);
-                first_failure.get_or_insert(error);
-            }
+    fn catalog_entry(&self) -> CatalogEntry {
+        CatalogEntry::from_record(&self.record, self.path(), self.source.clone())
+    }
+
+    fn from_catalog(stored: &CatalogEntry, order: u64) -> Self {
+        Entry {
+            record: stored.record(),
+            order,
+            source: stored.source.clone(),
+            dir: stored
+                .location
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .to_path_buf(),
+            open: None,
+            on_disk: true,
+            commit_time: None,
         }
     }
-    (removed, first_failure)
+
+    fn delete_data(&mut self) -> Result<(), ProviderError> {
+        // Closes the volume and directory if they are still open.
+        self.open = None;
+        if !self.on_disk {
+            // Not made, or its ioctl is still running: that thread finds the entry gone and
+            // deletes what it made (see `commit_one`).
+            return Ok(());
+        }
+        destroy(&self.dir, &self.name(), &self.record.volume)?;
+        tracing::info!(
+            volume = %self.record.volume,
+            snapshot = %self.record.snapshot_id,
+            path = %self.path().display(),
+            "btrfs snapshot deleted"
+        );
+        Ok(())
+    }
+
+    fn delete_orphan(stored: &CatalogEntry) -> Result<(), ProviderError> {
+        let dir = stored.location.parent().unwrap_or(Path::new("/"));
+        let name = stored
+            .location
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        destroy(dir, &name, &stored.volume)
+    }
+}
+
+/// The name of the top-level entry of `volume` that holds `dir` (the snapshot directory), when
+/// `dir` lies inside the volume: a revert leaves it alone.
+fn top_level_name(volume: &Path, dir: &Path) -> Option<std::ffi::OsString> {
+    match dir.strip_prefix(volume).ok()?.components().next()? {
+        std::path::Component::Normal(name) => Some(name.to_os_string()),
+        _ => None,
+    }
 }
 
 #[async_trait]
@@ -341,7 +413,7 @@ impl Provider for BtrfsProvider {
                 format!("btrfs provider cannot snapshot {volume}: {reason}"),
             ));
         }
-        let mut index = lock(&self.index);
+        let mut index = lock(&self.store.index);
         // PROV-SEQ-2: a new set id means any unfinished preparation of another set is stale.
         let before = index.entries.len();
         index.entries.retain(|_, e| {
@@ -379,8 +451,7 @@ impl Provider for BtrfsProvider {
                 ),
             ));
         }
-        let order = index.next_order;
-        index.next_order += 1;
+        let order = index.take_order();
         index.entries.insert(
             snapshot,
             Entry {
@@ -408,14 +479,14 @@ impl Provider for BtrfsProvider {
     }
 
     async fn end_prepare_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
-        let members = self.advance(
+        let members = self.store.advance(
             set,
             ProviderStep::EndPrepareSnapshots,
             SnapshotState::Preparing,
             SnapshotState::ProcessingPrepare,
         )?;
         for id in members {
-            let Some((source, dir, volume)) = lock(&self.index)
+            let Some((source, dir, volume)) = lock(&self.store.index)
                 .entries
                 .get(&id)
                 .map(|e| (e.source.clone(), e.dir.clone(), e.record.volume.clone()))
@@ -426,7 +497,7 @@ impl Provider for BtrfsProvider {
             let started = Instant::now();
             let open =
                 common::blocking(PROVIDER, move || prepare_volume(&source, &dir, &volume)).await?;
-            let mut index = lock(&self.index);
+            let mut index = lock(&self.store.index);
             if let Some(entry) = index.entries.get_mut(&id)
                 && entry.record.state == SnapshotState::ProcessingPrepare
             {
@@ -435,53 +506,58 @@ impl Provider for BtrfsProvider {
                 entry.record.state = SnapshotState::Prepared;
             }
         }
-        Ok(())
+        // The write-ahead intent: before the writers freeze, the catalog learns where each
+        // snapshot will be, so that one made by a commit a crash cut short is found and deleted at
+        // the next start. A failure here fails the set before anything was made.
+        self.store.record(set, SnapshotState::Prepared).await
     }
 
     async fn pre_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
         // Nothing to do: the volumes were synced before the writers froze.
-        self.advance(
-            set,
-            ProviderStep::PreCommitSnapshots,
-            SnapshotState::Prepared,
-            SnapshotState::Precommitted,
-        )
-        .map(drop)
+        self.store
+            .advance(
+                set,
+                ProviderStep::PreCommitSnapshots,
+                SnapshotState::Prepared,
+                SnapshotState::Precommitted,
+            )
+            .map(drop)
     }
 
     async fn commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
         // PROV-T-1: nothing here logs or touches the volumes apart from the snapshot ioctl.
-        let members = self.advance(
+        let members = self.store.advance(
             set,
             ProviderStep::CommitSnapshots,
             SnapshotState::Precommitted,
             SnapshotState::Precommitted,
         )?;
         for id in members {
-            commit_one(self.index.clone(), id).await?;
+            commit_one(self.store.index.clone(), id).await?;
         }
         Ok(())
     }
 
     async fn post_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
-        self.advance(
-            set,
-            ProviderStep::PostCommitSnapshots,
-            SnapshotState::Committed,
-            SnapshotState::Postcommitted,
-        )
-        .map(drop)
+        self.store
+            .advance(
+                set,
+                ProviderStep::PostCommitSnapshots,
+                SnapshotState::Committed,
+                SnapshotState::Postcommitted,
+            )
+            .map(drop)
     }
 
     async fn pre_final_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
-        let members = self.advance(
+        let members = self.store.advance(
             set,
             ProviderStep::PreFinalCommitSnapshots,
             SnapshotState::Postcommitted,
             SnapshotState::Prefinalcommitted,
         )?;
         // The writers are thawed now: the commit's figures can be logged.
-        let index = lock(&self.index);
+        let index = lock(&self.store.index);
         for entry in members.iter().filter_map(|id| index.entries.get(id)) {
             tracing::info!(
                 volume = %entry.record.volume,
@@ -495,70 +571,111 @@ impl Provider for BtrfsProvider {
     }
 
     async fn post_final_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
-        // The snapshots are read-only since their creation; nothing is left to do.
-        self.advance(
-            set,
-            ProviderStep::PostFinalCommitSnapshots,
-            SnapshotState::Prefinalcommitted,
-            SnapshotState::Created,
-        )
-        .map(drop)
+        // The snapshots are read-only since their creation; only the catalog is left to update.
+        self.store.post_final_commit(set).await
     }
 
     async fn abort_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
-        let ids: Vec<SnapshotId> = lock(&self.index)
-            .entries
-            .values()
-            .filter(|e| e.record.set_id == set && e.record.state != SnapshotState::Created)
-            .map(|e| e.record.snapshot_id)
-            .collect();
-        let (removed, failure) = self.remove(ids, true).await;
-        tracing::info!(%set, removed, "btrfs provider: set aborted");
-        match failure {
-            None => Ok(()),
-            Some(error) => Err(error),
-        }
+        self.store.abort(set).await
     }
 
     async fn delete_snapshots(&self, target: DeleteTarget) -> Result<usize, ProviderError> {
-        let ids: Vec<SnapshotId> = {
-            let index = lock(&self.index);
-            match &target {
-                DeleteTarget::Snapshot(id) => {
-                    if !index.entries.contains_key(id) {
-                        return Err(ProviderError::new(
-                            codes::VSS_E_OBJECT_NOT_FOUND,
-                            format!("btrfs provider has no shadow copy {id}"),
-                        ));
-                    }
-                    vec![*id]
-                }
-                DeleteTarget::Set(set) => index
-                    .entries
-                    .values()
-                    .filter(|e| e.record.set_id == *set)
-                    .map(|e| e.record.snapshot_id)
-                    .collect(),
-            }
-        };
-        let (removed, failure) = self.remove(ids, false).await;
-        match failure {
-            None => Ok(removed),
-            Some(error) => Err(ProviderError::new(
-                error.code,
-                format!(
-                    "{} ({removed} other shadow copies were deleted)",
-                    error.message
-                ),
-            )),
-        }
+        self.store.delete(target).await
     }
 
     async fn query_snapshots(&self) -> Result<Vec<SnapshotRecord>, ProviderError> {
-        let index = lock(&self.index);
-        let mut entries: Vec<&Entry> = index.entries.values().collect();
-        entries.sort_by_key(|e| e.order);
-        Ok(entries.into_iter().map(|e| e.record.clone()).collect())
+        Ok(self.store.query())
+    }
+
+    async fn revert_to_snapshot(
+        &self,
+        snapshot: SnapshotId,
+        force_dismount: bool,
+    ) -> Result<(), ProviderError> {
+        let (volume, source, location, dir, keep) = {
+            let mut index = lock(&self.store.index);
+            let Some(entry) = index.entries.get(&snapshot) else {
+                return Err(ProviderError::new(
+                    codes::VSS_E_OBJECT_NOT_FOUND,
+                    format!("btrfs provider has no shadow copy {snapshot} to revert to"),
+                ));
+            };
+            let volume = entry.record.volume.clone();
+            if entry.record.state != SnapshotState::Created {
+                return Err(ProviderError::new(
+                    codes::VSS_E_BAD_STATE,
+                    format!(
+                        "btrfs provider: shadow copy {snapshot} of {volume} is {}, not CREATED; \
+                         only a finished shadow copy can be reverted to",
+                        entry.record.state
+                    ),
+                ));
+            }
+            if entry.record.is_auto_release() {
+                return Err(ProviderError::new(
+                    codes::VSS_E_UNSUPPORTED_CONTEXT,
+                    format!(
+                        "btrfs provider: shadow copy {snapshot} of {volume} is auto-release; only \
+                         a persistent shadow copy can be reverted to (REV-1)"
+                    ),
+                ));
+            }
+            let found = (
+                volume.clone(),
+                entry.source.clone(),
+                entry.path(),
+                entry.dir.clone(),
+                top_level_name(&entry.source, &entry.dir),
+            );
+            if !index.extra.reverting.insert(volume.clone()) {
+                return Err(ProviderError::new(
+                    codes::VSS_E_REVERT_IN_PROGRESS,
+                    format!("btrfs provider: {volume} is being reverted already"),
+                ));
+            }
+            found
+        };
+        let index = self.store.index.clone();
+        let catalog = self.store.catalog.clone();
+        // The whole revert runs on one blocking thread, which finishes even if this future is
+        // dropped: a revert cannot be cancelled halfway (REV-1).
+        common::blocking(PROVIDER, move || {
+            let _reverting = Reverting(index, volume.clone());
+            if !force_dismount {
+                // Reading copies in the snapshot directory does not hold the volume up.
+                let users = revert::processes_using(&source, Some(&dir));
+                if !users.is_empty() {
+                    return Err(revert::in_use_error(&volume, &users));
+                }
+            }
+            if let Some(catalog) = &catalog {
+                catalog.begin_revert(RevertMarker {
+                    snapshot_id: snapshot,
+                    volume: volume.clone(),
+                    started: VssTimestamp::now(),
+                })?;
+            }
+            tracing::info!(volume = %volume, %snapshot, force_dismount, "btrfs provider: reverting the volume to its snapshot");
+            revert::revert_in_place(&volume, &source, &location, keep.as_deref())?;
+            if let Some(catalog) = &catalog
+                && let Err(error) = catalog.end_revert(&volume)
+            {
+                // The volume is reverted; the stale marker only makes the next start redo it.
+                tracing::warn!(volume = %volume, "btrfs provider: {}", error.message);
+            }
+            tracing::info!(volume = %volume, %snapshot, "btrfs provider: volume reverted");
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Takes a volume out of `Busy::reverting` when dropped, whatever ended the revert.
+struct Reverting(Arc<Mutex<Index>>, String);
+
+impl Drop for Reverting {
+    fn drop(&mut self) {
+        lock(&self.0).extra.reverting.remove(&self.1);
     }
 }
 
@@ -594,7 +711,7 @@ async fn commit_one(index: Arc<Mutex<Index>>, id: SnapshotId) -> Result<(), Prov
         ));
     };
     let target = dir.join(&name);
-    lock(&index).commits_in_flight += 1;
+    lock(&index).extra.commits_in_flight += 1;
     let in_flight = InFlight(index.clone());
     common::blocking(PROVIDER, move || {
         // Counts down when the thread is done, whatever happened to the future that started it.
@@ -646,12 +763,12 @@ async fn commit_one(index: Arc<Mutex<Index>>, id: SnapshotId) -> Result<(), Prov
     .await
 }
 
-/// One running snapshot ioctl in `Index::commits_in_flight`, until dropped.
+/// One running snapshot ioctl in `Busy::commits_in_flight`, until dropped.
 struct InFlight(Arc<Mutex<Index>>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        lock(&self.0).commits_in_flight -= 1;
+        lock(&self.0).extra.commits_in_flight -= 1;
     }
 }
 
@@ -751,7 +868,7 @@ fn check_volume(
         let raw = magic.0 as u64;
         return unsupported(format!(
             "{shown} is on {} (statfs f_type {raw:#x}), not btrfs; {}",
-            fs_name(raw),
+            common::fs_name(raw),
             not_btrfs_hint(raw)
         ));
     }
@@ -838,22 +955,6 @@ fn containing_subvolume(path: &Path) -> Option<PathBuf> {
     Some(root)
 }
 
-/// A readable name for a statfs magic number.
-fn fs_name(magic: u64) -> &'static str {
-    match magic {
-        0xEF53 => "ext2/ext3/ext4",
-        0x5846_5342 => "xfs",
-        0x0102_1994 => "tmpfs",
-        0x794C_7630 => "overlayfs",
-        0x6969 => "nfs",
-        0x2FC1_2FC1 => "zfs",
-        0xF2F5_2010 => "f2fs",
-        0x6573_5546 => "a FUSE file system",
-        0x9FA0 => "procfs",
-        _ => "another file system",
-    }
-}
-
 /// What would work instead, for a volume that is not on btrfs (architecture intent §3).
 fn not_btrfs_hint(magic: u64) -> &'static str {
     match magic {
@@ -872,38 +973,20 @@ fn not_btrfs_hint(magic: u64) -> &'static str {
     }
 }
 
-/// A failed syscall as a provider error (PROV-R-3): no space is VSS_E_INSUFFICIENT_STORAGE, a
-/// refused privilege E_ACCESSDENIED, no memory E_OUTOFMEMORY, anything else
-/// VSS_E_UNEXPECTED_PROVIDER_ERROR. The message names the call and the volume.
+/// A failed syscall as this provider's error (`common::syscall_error`).
 fn syscall_error(errno: Errno, call: &str, volume: &str) -> ProviderError {
-    ProviderError::new(
-        code_for(errno),
-        format!("btrfs provider, volume {volume}: {call} failed: {errno}"),
-    )
+    common::syscall_error(PROVIDER, errno, call, volume)
 }
 
-fn code_for(errno: Errno) -> ErrorCode {
-    match errno {
-        Errno::ENOSPC | Errno::EDQUOT => codes::VSS_E_INSUFFICIENT_STORAGE,
-        Errno::EPERM | Errno::EACCES => codes::E_ACCESSDENIED,
-        Errno::ENOMEM => codes::E_OUTOFMEMORY,
-        _ => codes::VSS_E_UNEXPECTED_PROVIDER_ERROR,
-    }
-}
-
+/// A failed I/O call as this provider's error (`common::io_error`).
 fn io_error(error: std::io::Error, call: &str, volume: &str) -> ProviderError {
-    match error.raw_os_error() {
-        Some(raw) => syscall_error(Errno::from_raw(raw), call, volume),
-        None => ProviderError::new(
-            codes::VSS_E_UNEXPECTED_PROVIDER_ERROR,
-            format!("btrfs provider, volume {volume}: {call} failed: {error}"),
-        ),
-    }
+    common::io_error(PROVIDER, error, call, volume)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::code_for;
 
     /// PROV-R-3 and the brief: ENOSPC is VSS_E_INSUFFICIENT_STORAGE, other failures are
     /// unexpected provider errors, and the message names the call and the volume.

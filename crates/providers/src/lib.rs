@@ -13,9 +13,16 @@
 //! file systems on loop devices, never the root, the current directory's or the coordinator's.
 //! Their tests run only on loop-device file systems made for them (architecture intent §8).
 
+#[doc(hidden)]
+pub mod bare;
 pub mod btrfs;
+mod catalog;
 mod common;
+pub mod expose;
 pub mod loop_image;
+pub mod reflink;
 
 pub use btrfs::{BTRFS_PROVIDER_ID, BtrfsProvider, SnapshotDir};
+pub use catalog::RecoveryReport;
 pub use loop_image::{LOOP_IMAGE_PROVIDER_ID, LoopImageProvider};
+pub use reflink::{REFLINK_PROVIDER_ID, REFLINK_PROVIDER_NAME, ReflinkProvider};

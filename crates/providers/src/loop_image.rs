@@ -6,9 +6,10 @@
 //! - `is_volume_supported` and `begin_prepare_snapshot`: the volume must be a mount point whose
 //!   source (in /proc/self/mountinfo) is `/dev/loopN`; its backing file (from
 //!   `/sys/block/loopN/loop/backing_file`) must be on xfs or btrfs (statfs magic), which have
-//!   FICLONE. The root file system, and the file systems holding the process's current directory
-//!   or `/run/shadowcopy` (the coordinator's state) are refused: freezing them would hang the
-//!   coordinator. A volume whose backing file lives on another volume of the same set is refused
+//!   FICLONE. The root file system, and the file systems holding the process's current directory,
+//!   `/run/shadowcopy` (the coordinator's state) or the provider's catalog (with
+//!   [`LoopImageProvider::with_catalog`]) are refused: freezing them would hang the coordinator,
+//!   whose catalog write at PostFinalCommit would block on the frozen file system. A volume whose backing file lives on another volume of the same set is refused
 //!   too: freezing the holder would block the clone of the held image until thaw (a deadlock).
 //! - `end_prepare_snapshots` checks every volume again (still the same loop device and backing
 //!   file), opens the volume and its backing file, and runs syncfs(2) on the volume, so that the
@@ -20,16 +21,30 @@
 //!   the set when the step overruns its limit (10 s by default, [`LoopImageProvider::with_commit_timeout`]);
 //!   a step that overran fails with VSS_E_HOLD_WRITES_TIMEOUT and deletes its clones. A failed
 //!   clone deletes the clones already made. Nothing is logged inside the freeze.
-//! - The copy is the cloned image file. It is not mounted, so records carry no `snapshot_path`;
-//!   [`LoopImageProvider::image_of`] gives the image. Records carry NO_AUTORECOVERY and
+//! - The copy is the cloned image file. Once committed, its path is the record's `snapshot_path`:
+//!   the image file is the copy's device object (EXP-4, "the snapshot's block-device path"). It is
+//!   not mounted; to read it, a host attaches it read-only to a loop device and mounts that
+//!   read-only (the daemon's exposure does this for a `snapshot_path` that is a regular file).
+//!   [`LoopImageProvider::image_of`] gives the same path. Records carry NO_AUTORECOVERY and
 //!   DIFFERENTIAL (the clone shares extents copy-on-write).
 //! - `abort_snapshots` and `delete_snapshots` delete the image files.
 //!
-//! The index is in memory, as in the btrfs provider.
+//! The index is in memory; with [`LoopImageProvider::with_catalog`] it is also kept in a catalog
+//! file, written and recovered by the code all built-in providers share (`crate::catalog`), at the
+//! same steps as in the btrfs provider (see `crate::btrfs`): PREPARED at EndPrepare (before the
+//! freeze), CREATED at PostFinalCommit, removed on delete and abort, never inside the freeze; at
+//! start-up persistent CREATED copies whose image exists come back, other entries have their image
+//! deleted.
+//!
+//! Revert (REV-1) is not implemented (the trait's default, E_NOTIMPL). It would need the volume
+//! unmounted and its loop device detached (the mounted file system cannot be swapped under its
+//! users), the backing file replaced by a reflink clone of the copy's image (FICLONE, then
+//! rename over the backing file), and the device re-attached and remounted with the original
+//! options, with a catalog marker to resume after a crash; the provider does not own the mount's
+//! configuration (fstab, systemd units), so that is left to a later task.
 
-mod ioctl;
+pub(crate) mod ioctl;
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -43,14 +58,15 @@ use shadowcopy_coordinator::{
     DeleteTarget, Provider, ProviderError, ProviderInfo, ProviderStep, SnapshotRecord,
     VolumeSupport,
 };
-use shadowcopy_metadata::codes::{self, ErrorCode};
+use shadowcopy_metadata::codes;
 use shadowcopy_metadata::enums::{
     ProviderType, SnapshotAttributes, SnapshotContext, SnapshotState,
 };
 use shadowcopy_metadata::ids::ProviderId;
 use shadowcopy_metadata::{SnapshotId, SnapshotSetId, VssTimestamp};
 
-use crate::common::{self, Tracked, lock};
+use crate::catalog::{CatalogEntry, RecoveryReport};
+use crate::common::{self, Store, Tracked, lock, unescape_mountinfo};
 
 /// This provider's name in messages.
 const PROVIDER: &str = "loop-image";
@@ -74,14 +90,16 @@ const COORDINATOR_STATE_DIR: &str = "/run/shadowcopy";
 pub struct LoopImageProvider {
     info: ProviderInfo,
     commit_timeout: Duration,
-    index: Arc<Mutex<Index>>,
+    /// The index, and the catalog when [`LoopImageProvider::with_catalog`] was used.
+    store: Store<Entry, ()>,
+    /// Directories whose file systems are never frozen besides the fixed ones: the catalog's.
+    protected: Vec<PathBuf>,
+    /// What `with_catalog` found.
+    recovered: RecoveryReport,
 }
 
-#[derive(Debug, Default)]
-struct Index {
-    entries: BTreeMap<SnapshotId, Entry>,
-    next_order: u64,
-}
+/// Every copy this provider knows of, by id, with the order in which volumes were added.
+type Index = common::Index<Entry, ()>;
 
 #[derive(Debug)]
 struct Entry {
@@ -136,8 +154,30 @@ impl LoopImageProvider {
                 provider_type: ProviderType::Software,
             },
             commit_timeout: DEFAULT_COMMIT_TIMEOUT,
-            index: Arc::default(),
+            store: Store::default(),
+            protected: Vec::new(),
+            recovered: RecoveryReport::default(),
         }
+    }
+
+    /// Keeps the index in the catalog file `path` as well, and recovers what it lists (module
+    /// documentation): persistent CREATED copies whose image exists go back into the index;
+    /// every other entry has its image deleted and leaves the catalog, each logged with a warning
+    /// naming the copy, the volume and why. The file system holding the catalog's directory is
+    /// never frozen from now on. A catalog that cannot be read or parsed is an error naming the
+    /// file.
+    pub fn with_catalog(mut self, path: &Path) -> Result<Self, ProviderError> {
+        let (_, report) = self.store.open_catalog(path)?;
+        if let Some(dir) = path.parent() {
+            self.protected.push(dir.to_path_buf());
+        }
+        self.recovered = report;
+        Ok(self)
+    }
+
+    /// What [`LoopImageProvider::with_catalog`] found at start-up.
+    pub fn recovered(&self) -> &RecoveryReport {
+        &self.recovered
     }
 
     /// Thaws the set and fails CommitSnapshots when it runs longer than `limit` (for tests).
@@ -148,7 +188,7 @@ impl LoopImageProvider {
 
     /// The cloned image of `snapshot`, once it was committed.
     pub fn image_of(&self, snapshot: SnapshotId) -> Option<PathBuf> {
-        let index = lock(&self.index);
+        let index = lock(&self.store.index);
         let entry = index.entries.get(&snapshot)?;
         entry.on_disk.then(|| entry.image.clone())
     }
@@ -156,88 +196,83 @@ impl LoopImageProvider {
     /// How long the volumes of `snapshot`'s set stayed frozen (FIFREEZE of the first to FITHAW
     /// of the last), once it was committed.
     pub fn freeze_window(&self, snapshot: SnapshotId) -> Option<Duration> {
-        lock(&self.index).entries.get(&snapshot)?.freeze_window
-    }
-
-    fn advance(
-        &self,
-        set: SnapshotSetId,
-        step: ProviderStep,
-        from: SnapshotState,
-        to: SnapshotState,
-    ) -> Result<Vec<SnapshotId>, ProviderError> {
-        let mut index = lock(&self.index);
-        let members = index
+        lock(&self.store.index)
             .entries
-            .values_mut()
-            .filter(|e| e.record.set_id == set)
-            .collect();
-        common::advance("loop-image", set, step, members, from, to)
-    }
-
-    async fn remove(&self, ids: Vec<SnapshotId>, aborting: bool) -> (usize, Option<ProviderError>) {
-        let index = self.index.clone();
-        common::blocking(PROVIDER, move || Ok(remove_now(&index, &ids, aborting)))
-            .await
-            .unwrap_or_else(|error| (0, Some(error)))
+            .get(&snapshot)?
+            .freeze_window
     }
 }
 
 impl Tracked for Entry {
+    const PROVIDER: &'static str = PROVIDER;
+
     fn record(&self) -> &SnapshotRecord {
         &self.record
     }
+
     fn record_mut(&mut self) -> &mut SnapshotRecord {
         &mut self.record
     }
+
     fn order(&self) -> u64 {
         self.order
     }
-}
 
-fn remove_now(
-    index: &Mutex<Index>,
-    ids: &[SnapshotId],
-    aborting: bool,
-) -> (usize, Option<ProviderError>) {
-    let taken: Vec<Entry> = {
-        let mut index = lock(index);
-        ids.iter()
-            .filter_map(|id| index.entries.remove(id))
-            .collect()
-    };
-    let mut removed = 0;
-    let mut first_failure = None;
-    for mut entry in taken {
-        entry.open = None;
-        if !entry.on_disk {
-            // Not made, or its commit is still running: that thread finds the entry gone and
-            // deletes what it made.
-            removed += 1;
-            continue;
-        }
-        match delete_image(&entry.image) {
-            Ok(()) => {
-                tracing::info!(volume = %entry.record.volume, image = %entry.image.display(), "loop image shadow copy deleted");
-                removed += 1;
-            }
-            Err(error) => {
-                let error = io_error(
-                    error,
-                    &format!("unlink(2) of {}", entry.image.display()),
-                    &entry.record.volume,
-                );
-                tracing::error!(volume = %entry.record.volume, "{}", error.message);
-                if aborting {
-                    entry.record.state = SnapshotState::Aborted;
-                }
-                let id = entry.record.snapshot_id;
-                lock(index).entries.insert(id, entry);
-                first_failure.get_or_insert(error);
-            }
+    fn catalog_entry(&self) -> CatalogEntry {
+        CatalogEntry::from_record(
+            &self.record,
+            self.image.clone(),
+            self.loop_volume.backing.clone(),
+        )
+    }
+
+    /// The loop device and device numbers are not stored: they change across reboots, and they
+    /// are only compared between members of a set in creation, which a recovered copy never is.
+    fn from_catalog(stored: &CatalogEntry, order: u64) -> Self {
+        Entry {
+            record: stored.record(),
+            order,
+            loop_volume: LoopBacked {
+                mount: PathBuf::from(&stored.volume),
+                device: PathBuf::new(),
+                backing: stored.source.clone(),
+                dev: 0,
+                backing_dev: 0,
+            },
+            image: stored.location.clone(),
+            open: None,
+            on_disk: true,
+            freeze_window: None,
         }
     }
-    (removed, first_failure)
+
+    fn delete_data(&mut self) -> Result<(), ProviderError> {
+        self.open = None;
+        if !self.on_disk {
+            // Not made, or its commit is still running: that thread finds the entry gone and
+            // deletes what it made.
+            return Ok(());
+        }
+        delete_image(&self.image).map_err(|error| {
+            io_error(
+                error,
+                &format!("unlink(2) of {}", self.image.display()),
+                &self.record.volume,
+            )
+        })?;
+        tracing::info!(volume = %self.record.volume, image = %self.image.display(), "loop image shadow copy deleted");
+        Ok(())
+    }
+
+    fn delete_orphan(stored: &CatalogEntry) -> Result<(), ProviderError> {
+        delete_image(&stored.location).map_err(|error| {
+            io_error(
+                error,
+                &format!("unlink(2) of {}", stored.location.display()),
+                &stored.volume,
+            )
+        })
+    }
 }
 
 fn delete_image(image: &Path) -> std::io::Result<()> {
@@ -259,8 +294,9 @@ impl Provider for LoopImageProvider {
         context: SnapshotContext,
     ) -> Result<VolumeSupport, ProviderError> {
         let volume = PathBuf::from(volume);
+        let protected = self.protected.clone();
         common::blocking(PROVIDER, move || {
-            Ok(match check_volume(&volume, context) {
+            Ok(match check_volume(&volume, context, &protected) {
                 Ok(_) => VolumeSupport::Supported,
                 Err(reason) => VolumeSupport::Unsupported { reason },
             })
@@ -277,7 +313,11 @@ impl Provider for LoopImageProvider {
     ) -> Result<(), ProviderError> {
         let checked = {
             let volume = PathBuf::from(volume);
-            common::blocking(PROVIDER, move || Ok(check_volume(&volume, context))).await?
+            let protected = self.protected.clone();
+            common::blocking(PROVIDER, move || {
+                Ok(check_volume(&volume, context, &protected))
+            })
+            .await?
         };
         let found = checked.map_err(|reason| {
             ProviderError::new(
@@ -285,7 +325,7 @@ impl Provider for LoopImageProvider {
                 format!("loop-image provider cannot snapshot {volume}: {reason}"),
             )
         })?;
-        let mut index = lock(&self.index);
+        let mut index = lock(&self.store.index);
         // PROV-SEQ-2: a new set id means any unfinished preparation of another set is stale.
         index.entries.retain(|_, e| {
             e.record.set_id == set
@@ -307,8 +347,7 @@ impl Provider for LoopImageProvider {
             .map(|e| e.loop_volume.clone())
             .collect();
         check_set(&found, &others, volume)?;
-        let order = index.next_order;
-        index.next_order += 1;
+        let order = index.take_order();
         let image = found
             .backing
             .parent()
@@ -341,14 +380,14 @@ impl Provider for LoopImageProvider {
     }
 
     async fn end_prepare_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
-        let members = self.advance(
+        let members = self.store.advance(
             set,
             ProviderStep::EndPrepareSnapshots,
             SnapshotState::Preparing,
             SnapshotState::ProcessingPrepare,
         )?;
         let recorded: Vec<(SnapshotId, String, LoopBacked)> = {
-            let index = lock(&self.index);
+            let index = lock(&self.store.index);
             members
                 .iter()
                 .filter_map(|id| index.entries.get(id))
@@ -361,19 +400,19 @@ impl Provider for LoopImageProvider {
                 })
                 .collect()
         };
+        let protected = self.protected.clone();
         let prepared = common::blocking(PROVIDER, move || {
             // Check the whole set again: devices may have been swapped since BeginPrepare.
             let mut seen: Vec<LoopBacked> = Vec::new();
             let mut opened = Vec::new();
             for (id, volume, before) in recorded {
-                let now = check_volume(Path::new(&volume), SnapshotContext::Backup).map_err(
-                    |reason| {
+                let now = check_volume(Path::new(&volume), SnapshotContext::Backup, &protected)
+                    .map_err(|reason| {
                         ProviderError::new(
                             codes::VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER,
                             format!("loop-image provider cannot snapshot {volume}: {reason}"),
                         )
-                    },
-                )?;
+                    })?;
                 if now != before {
                     return Err(ProviderError::new(
                         codes::VSS_E_BAD_STATE,
@@ -410,30 +449,34 @@ impl Provider for LoopImageProvider {
             Ok(opened)
         })
         .await?;
-        let mut index = lock(&self.index);
-        for (id, open) in prepared {
-            if let Some(entry) = index.entries.get_mut(&id)
-                && entry.record.state == SnapshotState::ProcessingPrepare
-            {
-                entry.open = Some(open);
-                entry.record.state = SnapshotState::Prepared;
+        {
+            let mut index = lock(&self.store.index);
+            for (id, open) in prepared {
+                if let Some(entry) = index.entries.get_mut(&id)
+                    && entry.record.state == SnapshotState::ProcessingPrepare
+                {
+                    entry.open = Some(open);
+                    entry.record.state = SnapshotState::Prepared;
+                }
             }
         }
-        Ok(())
+        // The write-ahead intent, before the freeze: a clone a crash leaves behind is found.
+        self.store.record(set, SnapshotState::Prepared).await
     }
 
     async fn pre_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
-        self.advance(
-            set,
-            ProviderStep::PreCommitSnapshots,
-            SnapshotState::Prepared,
-            SnapshotState::Precommitted,
-        )
-        .map(drop)
+        self.store
+            .advance(
+                set,
+                ProviderStep::PreCommitSnapshots,
+                SnapshotState::Prepared,
+                SnapshotState::Precommitted,
+            )
+            .map(drop)
     }
 
     async fn commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
-        let members = self.advance(
+        let members = self.store.advance(
             set,
             ProviderStep::CommitSnapshots,
             SnapshotState::Precommitted,
@@ -441,7 +484,7 @@ impl Provider for LoopImageProvider {
         )?;
         let mut items = Vec::new();
         {
-            let mut index = lock(&self.index);
+            let mut index = lock(&self.store.index);
             for id in &members {
                 let Some(entry) = index.entries.get_mut(id) else {
                     continue;
@@ -464,29 +507,30 @@ impl Provider for LoopImageProvider {
                 });
             }
         }
-        let (index, limit) = (self.index.clone(), self.commit_timeout);
+        let (index, limit) = (self.store.index.clone(), self.commit_timeout);
         common::blocking(PROVIDER, move || commit_set(&index, items, limit)).await
     }
 
     async fn post_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
-        self.advance(
-            set,
-            ProviderStep::PostCommitSnapshots,
-            SnapshotState::Committed,
-            SnapshotState::Postcommitted,
-        )
-        .map(drop)
+        self.store
+            .advance(
+                set,
+                ProviderStep::PostCommitSnapshots,
+                SnapshotState::Committed,
+                SnapshotState::Postcommitted,
+            )
+            .map(drop)
     }
 
     async fn pre_final_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
-        let members = self.advance(
+        let members = self.store.advance(
             set,
             ProviderStep::PreFinalCommitSnapshots,
             SnapshotState::Postcommitted,
             SnapshotState::Prefinalcommitted,
         )?;
         // Thawed now: the commit's figures can be logged.
-        let index = lock(&self.index);
+        let index = lock(&self.store.index);
         for entry in members.iter().filter_map(|id| index.entries.get(id)) {
             tracing::info!(
                 volume = %entry.record.volume,
@@ -500,66 +544,19 @@ impl Provider for LoopImageProvider {
     }
 
     async fn post_final_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
-        self.advance(
-            set,
-            ProviderStep::PostFinalCommitSnapshots,
-            SnapshotState::Prefinalcommitted,
-            SnapshotState::Created,
-        )
-        .map(drop)
+        self.store.post_final_commit(set).await
     }
 
     async fn abort_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
-        let ids: Vec<SnapshotId> = lock(&self.index)
-            .entries
-            .values()
-            .filter(|e| e.record.set_id == set && e.record.state != SnapshotState::Created)
-            .map(|e| e.record.snapshot_id)
-            .collect();
-        let (removed, failure) = self.remove(ids, true).await;
-        tracing::info!(%set, removed, "loop-image provider: set aborted");
-        failure.map_or(Ok(()), Err)
+        self.store.abort(set).await
     }
 
     async fn delete_snapshots(&self, target: DeleteTarget) -> Result<usize, ProviderError> {
-        let ids: Vec<SnapshotId> = {
-            let index = lock(&self.index);
-            match &target {
-                DeleteTarget::Snapshot(id) => {
-                    if !index.entries.contains_key(id) {
-                        return Err(ProviderError::new(
-                            codes::VSS_E_OBJECT_NOT_FOUND,
-                            format!("loop-image provider has no shadow copy {id}"),
-                        ));
-                    }
-                    vec![*id]
-                }
-                DeleteTarget::Set(set) => index
-                    .entries
-                    .values()
-                    .filter(|e| e.record.set_id == *set)
-                    .map(|e| e.record.snapshot_id)
-                    .collect(),
-            }
-        };
-        let (removed, failure) = self.remove(ids, false).await;
-        match failure {
-            None => Ok(removed),
-            Some(error) => Err(ProviderError::new(
-                error.code,
-                format!(
-                    "{} ({removed} other shadow copies were deleted)",
-                    error.message
-                ),
-            )),
-        }
+        self.store.delete(target).await
     }
 
     async fn query_snapshots(&self) -> Result<Vec<SnapshotRecord>, ProviderError> {
-        let index = lock(&self.index);
-        let mut entries: Vec<&Entry> = index.entries.values().collect();
-        entries.sort_by_key(|e| e.order);
-        Ok(entries.into_iter().map(|e| e.record.clone()).collect())
+        Ok(self.store.query())
     }
 }
 
@@ -749,6 +746,8 @@ fn commit_set(
                 entry.freeze_window = Some(window);
                 entry.record.state = SnapshotState::Committed;
                 entry.record.created = VssTimestamp::now();
+                // EXP-4: the image file is the copy's device object.
+                entry.record.snapshot_path = Some(entry.image.to_string_lossy().into_owned());
             }
             _ => lost.push(item),
         }
@@ -807,7 +806,12 @@ fn check_set(new: &LoopBacked, others: &[LoopBacked], volume: &str) -> Result<()
 
 /// Whether `volume` is a loop-backed mount this provider can freeze and clone (PROV-R-1); if not,
 /// why and what would work.
-fn check_volume(volume: &Path, context: SnapshotContext) -> Result<LoopBacked, String> {
+/// `protected` lists more directories whose file systems must never be frozen (the catalog's).
+fn check_volume(
+    volume: &Path,
+    context: SnapshotContext,
+    protected: &[PathBuf],
+) -> Result<LoopBacked, String> {
     let shown = volume.display();
     if matches!(
         context,
@@ -831,14 +835,18 @@ fn check_volume(volume: &Path, context: SnapshotContext) -> Result<LoopBacked, S
     let dev = std::fs::metadata(&mount)
         .map_err(|e| format!("stat(2) of {shown} failed: {e}"))?
         .dev();
-    for (what, path) in [
+    let fixed = [
         ("the root file system", Path::new("/")),
         ("the file system of the current directory", Path::new(".")),
         (
             "the file system of the coordinator's state",
             Path::new(COORDINATOR_STATE_DIR),
         ),
-    ] {
+    ];
+    let catalogs = protected
+        .iter()
+        .map(|dir| ("the file system of the provider's catalog", dir.as_path()));
+    for (what, path) in fixed.into_iter().chain(catalogs) {
         if std::fs::metadata(path).is_ok_and(|m| m.dev() == dev) {
             return Err(format!(
                 "{shown} is {what} ({}); the loop-image provider never freezes it",
@@ -876,7 +884,7 @@ fn check_volume(volume: &Path, context: SnapshotContext) -> Result<LoopBacked, S
             "the backing file {} of {shown} is on {} (statfs f_type {raw:#x}), which cannot \
              clone files (no FICLONE); keep the image on xfs with reflink=1 or on btrfs",
             backing.display(),
-            fs_name(raw)
+            common::fs_name(raw)
         ));
     }
     let backing_dev = std::fs::metadata(&backing)
@@ -910,65 +918,14 @@ fn mount_source(mount: &Path) -> Option<String> {
     })
 }
 
-/// mountinfo writes space, tab, newline and backslash as `\ooo` octal escapes.
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let value = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)))
-            .map(|d| d.iter().fold(0u16, |v, b| v * 8 + u16::from(b - b'0')))
-            .and_then(|v| u8::try_from(v).ok());
-        if let Some(byte) = value {
-            out.push(byte);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn fs_name(magic: u64) -> &'static str {
-    match magic {
-        0xEF53 => "ext2/ext3/ext4",
-        0x0102_1994 => "tmpfs",
-        0x794C_7630 => "overlayfs",
-        0x6969 => "nfs",
-        0x2FC1_2FC1 => "zfs",
-        0xF2F5_2010 => "f2fs",
-        0x6573_5546 => "a FUSE file system",
-        _ => "another file system",
-    }
-}
-
+/// A failed syscall as this provider's error (`common::syscall_error`).
 fn syscall_error(errno: Errno, call: &str, volume: &str) -> ProviderError {
-    ProviderError::new(
-        code_for(errno),
-        format!("loop-image provider, volume {volume}: {call} failed: {errno}"),
-    )
+    common::syscall_error(PROVIDER, errno, call, volume)
 }
 
-fn code_for(errno: Errno) -> ErrorCode {
-    match errno {
-        Errno::ENOSPC | Errno::EDQUOT => codes::VSS_E_INSUFFICIENT_STORAGE,
-        Errno::EPERM | Errno::EACCES => codes::E_ACCESSDENIED,
-        Errno::ENOMEM => codes::E_OUTOFMEMORY,
-        _ => codes::VSS_E_UNEXPECTED_PROVIDER_ERROR,
-    }
-}
-
+/// A failed I/O call as this provider's error (`common::io_error`).
 fn io_error(error: std::io::Error, call: &str, volume: &str) -> ProviderError {
-    match error.raw_os_error() {
-        Some(raw) => syscall_error(Errno::from_raw(raw), call, volume),
-        None => ProviderError::new(
-            codes::VSS_E_UNEXPECTED_PROVIDER_ERROR,
-            format!("loop-image provider, volume {volume}: {call} failed: {error}"),
-        ),
-    }
+    common::io_error(PROVIDER, error, call, volume)
 }
 
 #[cfg(test)]
@@ -990,7 +947,7 @@ mod tests {
         let host = LoopVolume::new(FsKind::Xfs, 512 * MIB).expect("a host loop volume (root)");
         let vol = LoopVolume::new_in(FsKind::Ext4, 64 * MIB, host.mount_point())
             .expect("an inner ext4 loop volume");
-        let checked = check_volume(vol.mount_point(), SnapshotContext::Backup).unwrap();
+        let checked = check_volume(vol.mount_point(), SnapshotContext::Backup, &[]).unwrap();
         assert_eq!(checked.device, vol.device());
         let root = File::open(vol.mount_point()).unwrap();
         let panicked = std::panic::catch_unwind(|| {
@@ -1019,14 +976,14 @@ mod tests {
     /// The root file system, a non-mount point and a non-loop mount are refused with a reason.
     #[test]
     fn non_loop_volumes_are_refused() {
-        let root = check_volume(Path::new("/"), SnapshotContext::Backup).unwrap_err();
+        let root = check_volume(Path::new("/"), SnapshotContext::Backup, &[]).unwrap_err();
         assert!(root.contains("root file system"), "{root}");
-        let proc_ = check_volume(Path::new("/proc"), SnapshotContext::Backup).unwrap_err();
+        let proc_ = check_volume(Path::new("/proc"), SnapshotContext::Backup, &[]).unwrap_err();
         assert!(proc_.contains("not from a loop device"), "{proc_}");
         let missing =
-            check_volume(Path::new("/nonexistent/x"), SnapshotContext::Backup).unwrap_err();
+            check_volume(Path::new("/nonexistent/x"), SnapshotContext::Backup, &[]).unwrap_err();
         assert!(missing.contains("cannot resolve"), "{missing}");
-        let relative = check_volume(Path::new("rel"), SnapshotContext::Backup).unwrap_err();
+        let relative = check_volume(Path::new("rel"), SnapshotContext::Backup, &[]).unwrap_err();
         assert!(relative.contains("absolute"), "{relative}");
     }
 }

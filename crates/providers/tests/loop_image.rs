@@ -129,10 +129,15 @@ async fn loop_image_two_volume_set_through_the_coordinator() {
         for record in &records {
             assert_eq!(record.state, SnapshotState::Created);
             assert_eq!(record.provider_id, LOOP_IMAGE_PROVIDER_ID);
-            assert_eq!(record.snapshot_path, None, "the clone is not mounted");
         }
         for (volume, id) in [(&vol_a, ids[0]), (&vol_b, ids[1])] {
             assert_eq!(provider.image_of(id), Some(clone_path(volume, id)));
+            // EXP-4: the image file is the copy's device object.
+            let record = records.iter().find(|r| r.snapshot_id == id).unwrap();
+            assert_eq!(
+                record.snapshot_path.as_deref().map(PathBuf::from),
+                Some(clone_path(volume, id))
+            );
             let window = provider.freeze_window(id).expect("committed");
             eprintln!(
                 "{kind} host: freeze window (FIFREEZE of the first volume to FITHAW of the last) \
