@@ -1,4 +1,5 @@
-//! Commands that ask `shadowcopyd`: `writers`, `providers`, `list`, `delete` and `status`.
+//! Commands that ask `shadowcopyd`: `writers`, `providers`, `list`, `delete`, `create`, `revert`,
+//! `status`, `expose` and `unexpose`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use shadowcopy_metadata::{SnapshotId, SnapshotSetId, logical_path};
-use shadowcopy_requester::{Admin, Client, DeleteTarget, SnapshotFilter};
+use shadowcopy_requester::{Admin, Client, DeleteTarget, RequesterError, SnapshotFilter};
 
 use crate::output::Output;
 
@@ -45,34 +46,126 @@ pub(crate) enum DaemonCommand {
         #[command(flatten)]
         socket: SocketArg,
     },
-    /// Delete a shadow copy, or every shadow copy of a set.
+    /// Delete shadow copies: one, a set, the oldest of a volume, or all (DEL-1).
+    ///
+    /// Exactly one of --snapshot, --set, --oldest and --all is required. A deleted shadow copy
+    /// cannot be brought back (SNAP-3). An exposed shadow copy is not deleted unless --force is
+    /// given; unexpose it first with `shadowcopy unexpose ID`.
+    ///
+    /// Prints how many shadow copies were deleted. If the deletion stops part-way, the count and
+    /// the first shadow copy that could not be deleted are printed too (with --json, as
+    /// `{"deleted": N, "first_failed_snapshot_id": ID}`), the error goes to standard error and the
+    /// exit status is 1.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["snapshot", "set", "oldest", "all"])))]
     Delete {
         /// The shadow copy to delete.
-        #[arg(long, conflicts_with = "set", required_unless_present = "set")]
+        #[arg(long)]
         snapshot: Option<SnapshotId>,
         /// The set whose shadow copies to delete.
         #[arg(long)]
         set: Option<SnapshotSetId>,
+        /// The oldest shadow copy of this volume (mount point), by creation time, of any context.
+        #[arg(long, value_name = "VOLUME")]
+        oldest: Option<String>,
+        /// Every shadow copy of every volume, like `vshadow -da`. Asks for no confirmation: spelling
+        /// out --all is the confirmation.
+        #[arg(long)]
+        all: bool,
+        /// Also delete exposed shadow copies, unexposing them first.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         socket: SocketArg,
     },
-    /// Create a persistent shadow copy set over mount points, with the writers taking part.
+    /// Create a shadow copy set over mount points, with the writers taking part.
     ///
     /// Every registered writer is asked to freeze around the snapshots (volume mode, SEL-6) unless
     /// `--no-writers` is given; the backup type is COPY, so no writer truncates its logs (BT-1).
-    /// The shadow copies stay until `shadowcopy delete`; their paths are printed.
+    ///
+    /// By default the set is persistent (context APP_ROLLBACK, or NAS_ROLLBACK without writers):
+    /// the shadow copies stay until `shadowcopy delete`, and their paths are printed.
+    ///
+    /// With `--auto-release --exec COMMAND` (like `vshadow -exec`) the set lives only while COMMAND
+    /// runs (context BACKUP, or FILE_SHARE_BACKUP without writers). COMMAND is run by `/bin/sh -c`
+    /// with these variables in its environment: SHADOWCOPY_SET_ID; SHADOWCOPY_VOLUME_COUNT; and
+    /// for each volume n = 1, 2, ... in the order given, SHADOWCOPY_VOLUME_<n> (the mount point),
+    /// SHADOWCOPY_SNAPSHOT_ID_<n> and SHADOWCOPY_SNAPSHOT_PATH_<n> (where the read-only copy can
+    /// be read). When COMMAND exits the session is released, which deletes the copies, and
+    /// shadowcopy exits with COMMAND's exit status (128 + N if a signal N ended it).
+    ///
+    /// With `--client-accessible` the set is persistent and client-accessible (context
+    /// CLIENT_ACCESSIBLE, or CLIENT_ACCESSIBLE_WRITERS with writers): each volume keeps at most
+    /// `limits.max_client_accessible_per_volume` such copies (CFG-1, 64 by default), and after the
+    /// new set is made the oldest beyond that are deleted. Such copies cannot be exposed (EXP-2).
     Create {
         /// A mount point to copy; repeat for a multi-volume set (at most 64, LIMIT-1).
         #[arg(long = "volume", value_name = "MOUNT_POINT", required = true)]
         volumes: Vec<String>,
-        /// Make the set without writers (crash-consistent, context NAS_ROLLBACK).
+        /// Make the set without writers (crash-consistent).
         #[arg(long)]
         no_writers: bool,
+        /// Delete the set when COMMAND (given with --exec) has finished.
+        #[arg(long, requires = "exec", conflicts_with = "client_accessible")]
+        auto_release: bool,
+        /// The command to run while the auto-release set exists (with --auto-release).
+        #[arg(long, value_name = "COMMAND", requires = "auto_release")]
+        exec: Option<String>,
+        /// Make the set client-accessible (persistent, capped per volume by CFG-1).
+        #[arg(long)]
+        client_accessible: bool,
         #[command(flatten)]
         socket: SocketArg,
     },
-    /// Show the daemon's version, uptime, open sessions and the set in creation.
+    /// Roll a volume back to one of its persistent shadow copies (REV-1).
+    ///
+    /// WARNING: this cannot be undone or cancelled. Every change made to the volume since the
+    /// shadow copy was created is lost, and the revert goes on even if this command is
+    /// interrupted. Only shadow copies of persistent contexts can be reverted to. The volume must
+    /// not be in use unless --force-dismount is given.
+    Revert {
+        /// The shadow copy to roll its volume back to.
+        #[arg(value_name = "SNAPSHOT_ID")]
+        snapshot: SnapshotId,
+        /// Go ahead even if the volume is in use (its users lose their open files).
+        #[arg(long)]
+        force_dismount: bool,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Show the daemon's version, uptime, open sessions, the set in creation and reverts in
+    /// progress.
     Status {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Expose a persistent shadow copy read-only on a directory (EXP-1, EXP-4) and print the
+    /// directory.
+    ///
+    /// Only persistent shadow copies (made by `shadowcopy create` without --auto-release) can be
+    /// exposed, and client-accessible ones never can (EXP-2): a copy that lives only as long as a
+    /// backup session, or that users reach as previous versions, must not also be mounted.
+    ///
+    /// Without DIR the copy is mounted on the volume's stable directory under the daemon's
+    /// `service.expose_dir` (by default /run/shadowcopy/volumes/<volume as systemd-escape --path>,
+    /// for example /run/shadowcopy/volumes/srv-db for /srv/db), so backup tools find each volume
+    /// at the same path every time; only one copy of a volume can be exposed there at once. DIR
+    /// must be an existing, empty directory. The mount stays across daemon restarts until
+    /// `shadowcopy unexpose`.
+    Expose {
+        /// The shadow copy to expose.
+        #[arg(value_name = "SNAPSHOT_ID")]
+        snapshot: SnapshotId,
+        /// The empty directory to mount it on; the volume's stable directory if omitted.
+        #[arg(value_name = "DIR")]
+        directory: Option<PathBuf>,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Unmount an exposed shadow copy (EXP-1); the shadow copy itself stays.
+    Unexpose {
+        /// The exposed shadow copy.
+        #[arg(value_name = "SNAPSHOT_ID")]
+        snapshot: SnapshotId,
         #[command(flatten)]
         socket: SocketArg,
     },
@@ -183,13 +276,15 @@ async fn run_async(command: DaemonCommand, out: &Output) -> anyhow::Result<ExitC
                         "state": s.state.name(),
                         "attributes": s.attributes.names(),
                         "created_unix_ns": s.creation_timestamp.to_unix_nanos().to_string(),
+                        "exposed_name": s.exposed_name,
+                        "exposed_path": s.exposed_path,
                     })
                 })
                 .collect();
             out.print(&json!(value), || {
                 snapshots
                     .iter()
-                    .map(|s| format!("Shadow copy {}\n   Set: {}\n   Volume: {}\n   Path: {}\n   State: {}\n   Attributes: {}\n\n", s.snapshot_id, s.set_id, s.volume, s.snapshot_path.display(), s.state, s.attributes.names().join(", ")))
+                    .map(|s| format!("Shadow copy {}\n   Set: {}\n   Volume: {}\n   Path: {}\n   State: {}\n   Attributes: {}\n   Exposed: {}\n\n", s.snapshot_id, s.set_id, s.volume, s.snapshot_path.display(), s.state, s.attributes.names().join(", "), s.exposed_name.as_deref().unwrap_or("no")))
                     .collect::<String>()
                     + if snapshots.is_empty() { "no shadow copies\n" } else { "" }
             });
@@ -197,27 +292,87 @@ async fn run_async(command: DaemonCommand, out: &Output) -> anyhow::Result<ExitC
         DaemonCommand::Delete {
             snapshot,
             set,
+            oldest,
+            all,
+            force,
             socket,
         } => {
-            let target = match (snapshot, set) {
-                (Some(id), _) => DeleteTarget::Snapshot(id),
-                (None, Some(set)) => DeleteTarget::Set(set),
-                (None, None) => unreachable!("clap requires one of --snapshot and --set"),
+            let target = match (snapshot, set, oldest) {
+                (Some(id), _, _) => DeleteTarget::Snapshot(id),
+                (None, Some(set), _) => DeleteTarget::Set(set),
+                (None, None, Some(volume)) => DeleteTarget::OldestOfVolume(volume),
+                (None, None, None) if all => DeleteTarget::All,
+                (None, None, None) => {
+                    unreachable!("clap requires one of --snapshot, --set, --oldest and --all")
+                }
             };
-            let deleted = admin(&socket)
-                .await?
-                .delete_snapshots(&target, false)
-                .await?;
-            out.print(&json!({"deleted": deleted}), || {
-                format!("deleted {deleted} shadow copies\n")
-            });
+            return delete(&socket, &target, force, out).await;
         }
         DaemonCommand::Create {
             volumes,
             no_writers,
+            auto_release,
+            exec,
+            client_accessible,
             socket,
         } => {
-            return create(&socket, &volumes, no_writers, out).await;
+            let lifetime = match exec {
+                Some(command) if auto_release => Lifetime::AutoRelease { command },
+                _ if client_accessible => Lifetime::ClientAccessible,
+                _ => Lifetime::Persistent,
+            };
+            return create(&socket, &volumes, no_writers, lifetime, out).await;
+        }
+        DaemonCommand::Revert {
+            snapshot,
+            force_dismount,
+            socket,
+        } => {
+            let admin = admin(&socket).await?;
+            // The volume, for the message only; the daemon checks everything itself.
+            let filter = SnapshotFilter {
+                snapshot_id: Some(snapshot),
+                ..SnapshotFilter::default()
+            };
+            let volume = admin
+                .list_snapshots(&filter)
+                .await?
+                .into_iter()
+                .next()
+                .map(|s| s.volume);
+            admin.revert_volume(snapshot, force_dismount).await?;
+            out.print(
+                &json!({"reverted": true, "snapshot_id": snapshot, "volume": volume}),
+                || match &volume {
+                    Some(volume) => format!("{volume} was reverted to shadow copy {snapshot}\n"),
+                    None => format!("the volume was reverted to shadow copy {snapshot}\n"),
+                },
+            );
+        }
+        DaemonCommand::Expose {
+            snapshot,
+            directory,
+            socket,
+        } => {
+            // The daemon resolves nothing against the caller's working directory.
+            let directory = directory.map(std::path::absolute).transpose()?;
+            let exposed = admin(&socket)
+                .await?
+                .expose_snapshot(
+                    snapshot,
+                    &shadowcopy_requester::Exposure::Locally { directory },
+                )
+                .await?;
+            out.print(
+                &json!({"snapshot_id": snapshot, "exposed_name": exposed}),
+                || format!("{exposed}\n"),
+            );
+        }
+        DaemonCommand::Unexpose { snapshot, socket } => {
+            admin(&socket).await?.unexpose_snapshot(snapshot).await?;
+            out.print(&json!({"snapshot_id": snapshot, "unexposed": true}), || {
+                format!("shadow copy {snapshot} is no longer exposed\n")
+            });
         }
         DaemonCommand::Status { socket } => {
             let status = admin(&socket).await?.get_status().await?;
@@ -228,6 +383,7 @@ async fn run_async(command: DaemonCommand, out: &Output) -> anyhow::Result<ExitC
                 "writers": status.writer_count,
                 "providers": status.provider_count,
                 "sessions": status.sessions.iter().map(|s| json!({"id": s.session_id, "restore": s.restore, "pid": s.pid, "uid": s.uid, "phase": s.phase})).collect::<Vec<_>>(),
+                "reverts_in_progress": status.reverts_in_progress,
             });
             out.print(&value, || {
                 let mut text = format!(
@@ -250,6 +406,13 @@ async fn run_async(command: DaemonCommand, out: &Output) -> anyhow::Result<ExitC
                         s.phase
                     );
                 }
+                if status.reverts_in_progress.is_empty() {
+                    text += "reverts in progress: none\n";
+                }
+                for volume in &status.reverts_in_progress {
+                    text +=
+                        &format!("revert in progress: {volume} (REV-1: it cannot be cancelled)\n");
+                }
                 text
             });
         }
@@ -257,23 +420,91 @@ async fn run_async(command: DaemonCommand, out: &Output) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-/// `shadowcopy create`: one persistent set through the whole backup sequence (B1 to B15).
+/// `shadowcopy delete` (DEL-1): a partial deletion still prints what was deleted, so that a
+/// script knows what is gone (SNAP-3), and exits 1 with the daemon's error on standard error.
+async fn delete(
+    socket: &SocketArg,
+    target: &DeleteTarget,
+    force: bool,
+    out: &Output,
+) -> anyhow::Result<ExitCode> {
+    match admin(socket).await?.delete_snapshots(target, force).await {
+        Ok(deleted) => {
+            out.print(
+                &json!({"deleted": deleted, "first_failed_snapshot_id": null}),
+                || format!("deleted {}\n", copies(deleted)),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            let RequesterError::DeleteIncomplete {
+                deleted_count,
+                first_failed,
+                ..
+            } = &error
+            else {
+                return Err(error.into());
+            };
+            out.print(
+                &json!({"deleted": deleted_count, "first_failed_snapshot_id": first_failed}),
+                || {
+                    format!(
+                        "deleted {}; the first that could not be deleted: {}\n",
+                        copies(*deleted_count),
+                        first_failed.map_or("unknown".to_owned(), |id| id.to_string())
+                    )
+                },
+            );
+            eprintln!("shadowcopy: {error}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// How long the shadow copies of `shadowcopy create` live (CTX-1, CTX-2).
+#[derive(Debug)]
+enum Lifetime {
+    /// Until deleted: APP_ROLLBACK, or NAS_ROLLBACK without writers.
+    Persistent,
+    /// Persistent and client-accessible, capped per volume by the daemon (CFG-1).
+    ClientAccessible,
+    /// Until the session is released, after `command` has run: BACKUP, or FILE_SHARE_BACKUP
+    /// without writers.
+    AutoRelease {
+        /// The `/bin/sh -c` command to run while the copies exist.
+        command: String,
+    },
+}
+
+impl Lifetime {
+    fn context(&self, writers: bool) -> shadowcopy_metadata::enums::SnapshotContext {
+        use shadowcopy_metadata::enums::SnapshotContext as C;
+        match (self, writers) {
+            (Lifetime::Persistent, true) => C::AppRollback,
+            (Lifetime::Persistent, false) => C::NasRollback,
+            (Lifetime::ClientAccessible, true) => C::ClientAccessibleWriters,
+            (Lifetime::ClientAccessible, false) => C::ClientAccessible,
+            (Lifetime::AutoRelease { .. }, true) => C::Backup,
+            (Lifetime::AutoRelease { .. }, false) => C::FileShareBackup,
+        }
+    }
+}
+
+/// `shadowcopy create`: one set through the whole backup sequence (B1 to B15), persistent,
+/// client-accessible, or auto-release around a command (`vshadow -exec`).
 async fn create(
     socket: &SocketArg,
     volumes: &[String],
     no_writers: bool,
+    lifetime: Lifetime,
     out: &Output,
 ) -> anyhow::Result<ExitCode> {
     use shadowcopy_metadata::bcd::BackupState;
-    use shadowcopy_metadata::enums::{BackupType, SnapshotAttributes, SnapshotContext};
+    use shadowcopy_metadata::enums::{BackupType, SnapshotAttributes};
 
     let client = Client::connect(&socket.socket).await?;
     let mut session = client.backup_session().await?;
-    let context = if no_writers {
-        SnapshotContext::NasRollback
-    } else {
-        SnapshotContext::AppRollback
-    };
+    let context = lifetime.context(!no_writers);
     session.initialize_for_backup(None).await?;
     session
         .set_context(context, SnapshotAttributes::empty())
@@ -315,9 +546,6 @@ async fn create(
             .filter(|w| w.state.is_failed())
             .collect()
     };
-    if !no_writers {
-        session.backup_complete().await?;
-    }
     let mut listed = Vec::new();
     for (volume, id) in &snapshots {
         let properties = session.snapshot_properties(*id).await?;
@@ -325,15 +553,42 @@ async fn create(
             json!({"volume": volume, "snapshot_id": id, "snapshot_path": properties.snapshot_path}),
         );
     }
+    // The command runs while the copies exist, before BackupComplete, as `vshadow -exec` does.
+    let executed = match &lifetime {
+        Lifetime::AutoRelease { command } => Some(run_exec(command, set, &listed).await),
+        _ => None,
+    };
+    if !no_writers {
+        session.backup_complete().await?;
+    }
+    // For an auto-release set this deletes the copies (BK-END-4); a failure to delete is an error
+    // even when the command succeeded, since copies are left behind.
     session.release().await?;
+    let exit_status = match executed {
+        Some(result) => Some(result?),
+        None => None,
+    };
     let writers_failed: Vec<_> = failed
         .iter()
         .map(|w| json!({"writer": w.writer_name, "state": w.state.name()}))
         .collect();
+    let exec = match (&lifetime, exit_status) {
+        (Lifetime::AutoRelease { command }, Some(status)) => {
+            json!({"command": command, "exit_status": status})
+        }
+        _ => serde_json::Value::Null,
+    };
     out.print(
-        &json!({"set_id": set, "snapshots": listed, "writers_failed": writers_failed}),
+        &json!({
+            "set_id": set,
+            "context": context.name(),
+            "auto_release": matches!(lifetime, Lifetime::AutoRelease { .. }),
+            "snapshots": listed,
+            "writers_failed": writers_failed,
+            "exec": exec,
+        }),
         || {
-            let mut text = format!("Shadow copy set {set}\n");
+            let mut text = format!("Shadow copy set {set} ({})\n", context.name());
             for entry in &listed {
                 text += &format!(
                     "   {} -> {} ({})\n",
@@ -348,8 +603,64 @@ async fn create(
                     w.writer_name, w.state
                 );
             }
+            if let Some(status) = exit_status {
+                text += &format!(
+                    "the command exited with status {status}; the auto-release shadow copies were deleted\n"
+                );
+            }
             text
         },
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(exit_status.map_or(ExitCode::SUCCESS, ExitCode::from))
+}
+
+/// Runs `command` with `/bin/sh -c`, with the set and each volume's copy in its environment, and
+/// returns its exit status (128 + N for a signal N, as shells report it). It runs on a blocking
+/// thread so that the session's connection keeps being served while it runs.
+async fn run_exec(
+    command: &str,
+    set: SnapshotSetId,
+    listed: &[serde_json::Value],
+) -> anyhow::Result<u8> {
+    use std::os::unix::process::ExitStatusExt;
+
+    let mut child = std::process::Command::new("/bin/sh");
+    child
+        .arg("-c")
+        .arg(command)
+        .env("SHADOWCOPY_SET_ID", set.to_string())
+        .env("SHADOWCOPY_VOLUME_COUNT", listed.len().to_string());
+    for (n, entry) in listed.iter().enumerate() {
+        let n = n + 1;
+        let field = |name: &str| entry[name].as_str().unwrap_or_default().to_owned();
+        child
+            .env(format!("SHADOWCOPY_VOLUME_{n}"), field("volume"))
+            .env(format!("SHADOWCOPY_SNAPSHOT_ID_{n}"), field("snapshot_id"))
+            .env(
+                format!("SHADOWCOPY_SNAPSHOT_PATH_{n}"),
+                field("snapshot_path"),
+            );
+    }
+    let status = tokio::task::spawn_blocking(move || child.status())
+        .await?
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "cannot run the --exec command {command:?} with /bin/sh: {error}; the shadow \
+                 copies are deleted as the session is released"
+            )
+        })?;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(u8::MAX),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(u8::MAX),
+        (None, None) => u8::MAX,
+    })
+}
+
+/// "1 shadow copy", "2 shadow copies".
+fn copies(count: u32) -> String {
+    if count == 1 {
+        "1 shadow copy".to_string()
+    } else {
+        format!("{count} shadow copies")
+    }
 }

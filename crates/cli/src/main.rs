@@ -10,21 +10,31 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The exit statuses, shown after the top-level help (kept verbatim: clap would reflow a doc
+/// comment into one paragraph).
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  success
+  1  the input was read but breaks a rule (an invalid document, an illegal selection, an unknown
+     code), the daemon cannot be reached, or the daemon refused or failed the request; the VSS
+     code's name and number (for example VSS_E_OBJECT_NOT_FOUND) and what to do are printed on
+     standard error
+  2  usage error: an unknown option, a missing or conflicting argument
+  `create --auto-release --exec COMMAND` exits with COMMAND's exit status once the set was made";
+
 /// shadowcopy: application-consistent shadow copies and backups for Linux, after the Volume
 /// Shadow Copy Service model.
 ///
-/// Commands that talk to the daemon (`writers`, `providers`, `list`, `delete`, `status`) use the
-/// socket given by `--socket` or `SHADOWCOPY_SOCKET`, by default /run/shadowcopy/shadowcopyd.sock.
-///
-/// Exit status: 0 on success; 1 when the input was read but breaks a rule (an invalid document,
-/// an illegal selection, an unknown code) or the daemon refused or failed the request; 2 for a
-/// usage error.
+/// Commands that talk to the daemon (`writers`, `providers`, `list`, `create`, `delete`, `revert`,
+/// `status`, `expose`, `unexpose`) use the socket given by `--socket` or `SHADOWCOPY_SOCKET`, by
+/// default /run/shadowcopy/shadowcopyd.sock.
 #[derive(Debug, Parser)]
 #[command(
     name = "shadowcopy",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_help = EXIT_STATUS
 )]
 struct Cli {
     /// Print the result as JSON on standard output instead of text.

@@ -4,48 +4,51 @@
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 
-use shadowcopy_test_support::{DaemonProcess, TEST_CONFIG, workspace_binary};
+use shadowcopy_test_support::cli::text;
+use shadowcopy_test_support::{Cli, DaemonProcess, TEST_CONFIG, workspace_binary};
 
 /// `nobody` on Debian: uid and gid 65534, in no group but `nogroup`.
 const NOBODY: u32 = 65534;
 
-fn shadowcopy(daemon: &DaemonProcess, args: &[&str], uid: Option<u32>) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_shadowcopy"));
-    command.args(args).arg("--socket").arg(daemon.socket());
-    if let Some(uid) = uid {
-        command.uid(uid).gid(uid);
-    }
-    command.output().expect("the binary runs")
+/// A daemon with `config` and the `shadowcopy` binary aimed at it.
+fn start(name: &str, config: &str) -> (DaemonProcess, Cli) {
+    let daemon = DaemonProcess::start(&workspace_binary("shadowcopyd"), name, config);
+    let cli = Cli::new(env!("CARGO_BIN_EXE_shadowcopy"), &daemon);
+    (daemon, cli)
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+/// `shadowcopy ARGS` run as `nobody`, outside root and (by default) the backup group.
+fn as_nobody(cli: &Cli, args: &[&str]) -> Output {
+    cli.command(args)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .expect("the binary runs")
 }
 
 #[test]
 fn status_and_providers_answer_through_the_daemon() {
-    let daemon = DaemonProcess::start(&workspace_binary("shadowcopyd"), "cli-status", TEST_CONFIG);
-    let status = shadowcopy(&daemon, &["--json", "status"], None);
-    assert_eq!(status.status.code(), Some(0), "{}", text(&status.stderr));
-    let value: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let (_daemon, cli) = start("cli-status", TEST_CONFIG);
+    let value = cli.json_ok(&["--json", "status"]);
     assert_eq!(value["writers"], 0);
     assert!(value["providers"].as_u64().unwrap() >= 1);
 
-    let providers = shadowcopy(&daemon, &["providers"], None);
-    assert_eq!(providers.status.code(), Some(0));
-    assert!(text(&providers.stdout).contains("Provider name: 'simulated'"));
+    assert!(
+        cli.ok(&["providers"])
+            .contains("Provider name: 'simulated'")
+    );
 
-    let writers = shadowcopy(&daemon, &["writers"], None);
+    let writers = cli.run(&["writers"]);
     assert!(text(&writers.stdout).contains("no writer is registered"));
-    let list = shadowcopy(&daemon, &["--json", "list"], None);
+    let list = cli.run(&["--json", "list"]);
     assert_eq!(text(&list.stdout).trim(), "[]");
 }
 
 /// Spec §17: requester and admin calls only for root and the configured backup group.
 #[test]
 fn caller_outside_root_and_backup_group_is_refused() {
-    let daemon = DaemonProcess::start(&workspace_binary("shadowcopyd"), "cli-access", TEST_CONFIG);
-    let refused = shadowcopy(&daemon, &["status"], Some(NOBODY));
+    let (_daemon, cli) = start("cli-access", TEST_CONFIG);
+    let refused = as_nobody(&cli, &["status"]);
     assert_eq!(refused.status.code(), Some(1));
     let message = text(&refused.stderr);
     assert!(
@@ -59,12 +62,8 @@ fn caller_outside_root_and_backup_group_is_refused() {
 
     // The same account is let in once its group is the backup group.
     let config = TEST_CONFIG.replacen("[service]\n", "[service]\nbackup_group = \"nogroup\"\n", 1);
-    let daemon = DaemonProcess::start(
-        &workspace_binary("shadowcopyd"),
-        "cli-access-group",
-        &config,
-    );
-    let allowed = shadowcopy(&daemon, &["status"], Some(NOBODY));
+    let (_daemon, cli) = start("cli-access-group", &config);
+    let allowed = as_nobody(&cli, &["status"]);
     assert_eq!(allowed.status.code(), Some(0), "{}", text(&allowed.stderr));
 }
 
@@ -85,12 +84,10 @@ fn loop_btrfs_create_list_delete() {
 
     let volume = LoopVolume::btrfs(256 * MIB).expect("a btrfs loop volume (root and btrfs-progs)");
     std::fs::write(volume.path("file.txt"), "kept\n").unwrap();
-    let daemon = DaemonProcess::start(&workspace_binary("shadowcopyd"), "cli-create", "");
+    let (daemon, cli) = start("cli-create", "");
     let mount = volume.mount_point().to_str().unwrap();
 
-    let created = shadowcopy(&daemon, &["--json", "create", "--volume", mount], None);
-    assert_eq!(created.status.code(), Some(0), "{}", text(&created.stderr));
-    let value: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let value = cli.json_ok(&["--json", "create", "--volume", mount]);
     let set = value["set_id"].as_str().unwrap().to_owned();
     let path = std::path::PathBuf::from(value["snapshots"][0]["snapshot_path"].as_str().unwrap());
     assert_eq!(
@@ -99,14 +96,11 @@ fn loop_btrfs_create_list_delete() {
     );
 
     // Persistent: the copy outlives the session that made it.
-    let listed = shadowcopy(&daemon, &["--json", "list", "--set", &set], None);
-    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let listed = cli.json_ok(&["--json", "list", "--set", &set]);
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["state"], "CREATED");
 
-    let deleted = shadowcopy(&daemon, &["delete", "--set", &set], None);
-    assert_eq!(deleted.status.code(), Some(0), "{}", text(&deleted.stderr));
-    assert!(text(&deleted.stdout).contains("deleted 1"));
+    assert!(cli.ok(&["delete", "--set", &set]).contains("deleted 1"));
     assert!(!path.exists(), "the snapshot is gone from disk");
     drop(daemon);
     volume.close().expect("nothing left mounted or attached");
@@ -118,15 +112,9 @@ fn loop_ext4_create_is_refused_with_a_hint() {
     use shadowcopy_test_support::{LoopVolume, MIB};
 
     let volume = LoopVolume::ext4(64 * MIB).expect("an ext4 loop volume");
-    let daemon = DaemonProcess::start(&workspace_binary("shadowcopyd"), "cli-ext4", "");
+    let (daemon, cli) = start("cli-ext4", "");
     let mount = volume.mount_point().to_str().unwrap();
-    let refused = shadowcopy(
-        &daemon,
-        &["create", "--no-writers", "--volume", mount],
-        None,
-    );
-    assert_eq!(refused.status.code(), Some(1));
-    let message = text(&refused.stderr);
+    let message = cli.refused(&["create", "--no-writers", "--volume", mount]);
     assert!(message.contains("VSS_E_VOLUME_NOT_SUPPORTED"), "{message}");
     assert!(
         message.contains("btrfs"),

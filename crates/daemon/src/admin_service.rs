@@ -3,15 +3,18 @@
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use shadowcopy_coordinator::DeleteTarget;
+use shadowcopy_coordinator::{CoordinatorError, DeleteOutcome, DeleteTarget};
 use shadowcopy_metadata::codes;
 use shadowcopy_metadata::enums::SnapshotContext;
 use shadowcopy_metadata::json::Document;
+use shadowcopy_metadata::{SnapshotId, SnapshotSetId};
 use shadowcopy_protocol::v1;
 use tonic::{Request, Response, Status};
 
 use crate::access::Action;
-use crate::convert::{error_status, parse_id, provider_info, snapshot_properties, writer_status};
+use crate::convert::{
+    error_status, parse_id, provider_info, snapshot_properties, status_of, writer_status,
+};
 use crate::state::Daemon;
 
 /// The gRPC Admin service.
@@ -24,13 +27,90 @@ fn ok() -> Option<v1::Status> {
     Some(shadowcopy_protocol::status_ok())
 }
 
-fn not_yet(what: &str) -> Option<v1::Status> {
-    Some(error_status(
-        &codes::VSS_E_NOT_SUPPORTED,
-        &format!(
-            "{what} needs a provider that can expose or revert shadow copies; none of the loaded providers can"
-        ),
-    ))
+impl AdminService {
+    /// Resolves a DeleteSnapshots target (DEL-1) and deletes it. The coordinator picks what "the
+    /// oldest of a volume" and "all" mean, so that every client gets the same answer. Exposed
+    /// copies are unexposed first with `force`, and refuse the whole call without it.
+    async fn delete(
+        &self,
+        target: Option<v1::delete_snapshots_request::Target>,
+        force: bool,
+    ) -> Result<DeleteOutcome, CoordinatorError> {
+        use v1::delete_snapshots_request::Target;
+        let coordinator = &self.daemon.coordinator;
+        // What is deleted, resolved once: the copies checked for exposure are the copies deleted.
+        let (target, ids): (Option<DeleteTarget>, Vec<SnapshotId>) = match target {
+            Some(Target::SnapshotId(id)) => {
+                let id = parse_id("snapshot_id", &id)?;
+                (Some(DeleteTarget::Snapshot(id)), vec![id])
+            }
+            Some(Target::SetId(id)) => {
+                let set: SnapshotSetId = parse_id("set_id", &id)?;
+                let ids = coordinator
+                    .snapshots(SnapshotContext::All)
+                    .await?
+                    .iter()
+                    .filter(|r| r.set_id == set)
+                    .map(|r| r.snapshot_id)
+                    .collect();
+                (Some(DeleteTarget::Set(set)), ids)
+            }
+            Some(Target::OldestOfVolume(volume)) => {
+                if volume.trim().is_empty() {
+                    return Err(CoordinatorError::new(
+                        codes::E_INVALIDARG,
+                        "oldest_of_volume is empty: name the volume by its mount point",
+                    ));
+                }
+                let oldest = coordinator.oldest_snapshot(&volume).await?.snapshot_id;
+                (Some(DeleteTarget::Snapshot(oldest)), vec![oldest])
+            }
+            Some(Target::All(_)) => {
+                let ids = coordinator
+                    .finished_snapshots()
+                    .await?
+                    .iter()
+                    .map(|r| r.snapshot_id)
+                    .collect();
+                (None, ids)
+            }
+            None => {
+                return Err(CoordinatorError::new(
+                    codes::E_INVALIDARG,
+                    "name what to delete: a snapshot id, a set id, the oldest of a volume, or all",
+                ));
+            }
+        };
+        // An exposed copy is a mounted, readable volume that someone may be using. Deleting it
+        // without force is refused with VSS_E_VOLUME_IN_USE, the code VSS uses for a volume that is
+        // busy when force is off (REV-1), and the whole call deletes nothing, so that the caller
+        // decides once. With force it is unmounted first, so that a deleted copy never stays
+        // readable (SNAP-3).
+        for id in &ids {
+            let Some(exposure) = self.daemon.exposures.exposure_of(*id).await else {
+                continue;
+            };
+            if force {
+                self.daemon.exposures.unexpose(*id).await?;
+                tracing::info!(snapshot = %id, directory = %exposure.directory.display(), "unexposed before deletion (force)");
+            } else {
+                return Err(CoordinatorError::new(
+                    codes::VSS_E_VOLUME_IN_USE,
+                    format!(
+                        "shadow copy {id} of {} is exposed at {}, so it was not deleted (nothing \
+                         was); unexpose it first with `shadowcopy unexpose {id}`, or delete with \
+                         `--force` to unexpose and delete it",
+                        exposure.volume,
+                        exposure.directory.display()
+                    ),
+                ));
+            }
+        }
+        match target {
+            Some(target) => coordinator.delete_snapshots(target).await,
+            None => coordinator.delete_all().await,
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -102,15 +182,27 @@ impl v1::admin_server::Admin for AdminService {
         request: Request<v1::ListProvidersRequest>,
     ) -> Result<Response<v1::ListProvidersReply>, Status> {
         self.daemon.authorize(&request, Action::Requester)?;
+        let external = self
+            .daemon
+            .external_providers
+            .lock()
+            .expect("external providers lock")
+            .clone();
         let providers = self
             .daemon
             .coordinator
             .providers()
             .iter()
-            .map(|info| v1::ProviderEntry {
-                info: Some(provider_info(info)),
-                builtin: true,
-                socket_path: String::new(),
+            .map(|info| {
+                // Plug-ins are the providers with a socket (`[[providers.external]]`).
+                let socket = external.get(&info.id);
+                v1::ProviderEntry {
+                    info: Some(provider_info(info)),
+                    builtin: socket.is_none(),
+                    socket_path: socket
+                        .map(|path| path.display().to_string())
+                        .unwrap_or_default(),
+                }
             })
             .collect();
         Ok(Response::new(v1::ListProvidersReply {
@@ -151,6 +243,8 @@ impl v1::admin_server::Admin for AdminService {
                 }));
             }
         };
+        // SNAP-1: exposed copies carry their exposed name and EXPOSED_LOCALLY.
+        let exposures = self.daemon.exposures.all().await;
         let snapshots = records
             .iter()
             .filter(|r| filter.set_id.is_empty() || r.set_id.to_string() == filter.set_id)
@@ -163,7 +257,12 @@ impl v1::admin_server::Admin for AdminService {
             })
             .map(|r| {
                 let in_set = records.iter().filter(|o| o.set_id == r.set_id).count();
-                snapshot_properties(r, u32::try_from(in_set).unwrap_or(u32::MAX))
+                let mut properties =
+                    snapshot_properties(r, u32::try_from(in_set).unwrap_or(u32::MAX));
+                if let Some(exposure) = exposures.get(&r.snapshot_id) {
+                    crate::exposure::describe(&mut properties, exposure);
+                }
+                properties
             })
             .collect();
         Ok(Response::new(v1::ListSnapshotsReply {
@@ -177,31 +276,21 @@ impl v1::admin_server::Admin for AdminService {
         request: Request<v1::DeleteSnapshotsRequest>,
     ) -> Result<Response<v1::DeleteSnapshotsReply>, Status> {
         self.daemon.authorize(&request, Action::Requester)?;
-        let target = match request.into_inner().target {
-            Some(v1::delete_snapshots_request::Target::SnapshotId(id)) => {
-                parse_id("snapshot_id", &id).map(DeleteTarget::Snapshot)
-            }
-            Some(v1::delete_snapshots_request::Target::SetId(id)) => {
-                parse_id("set_id", &id).map(DeleteTarget::Set)
-            }
-            Some(_) => Err(shadowcopy_coordinator::CoordinatorError::new(
-                codes::VSS_E_NOT_SUPPORTED,
-                "deleting the oldest or all shadow copies arrives with the persistent catalog; delete by snapshot or set id",
-            )),
-            None => Err(shadowcopy_coordinator::CoordinatorError::new(
-                codes::E_INVALIDARG,
-                "name a snapshot id or a set id to delete",
-            )),
-        };
-        let outcome = match target {
-            Ok(target) => self.daemon.coordinator.delete_snapshots(target).await,
-            Err(e) => Err(e),
-        };
-        let reply = match outcome {
-            Ok(outcome) => v1::DeleteSnapshotsReply {
-                status: ok(),
-                deleted_count: u32::try_from(outcome.deleted).unwrap_or(u32::MAX),
-                first_failed_snapshot_id: String::new(),
+        let request = request.into_inner();
+        let reply = match self.delete(request.target, request.force).await {
+            // DEL-1: the count, and the first shadow copy that could not be deleted; a partial
+            // deletion is a failure status with a non-zero count.
+            Ok(outcome) => match outcome.first_failure {
+                None => v1::DeleteSnapshotsReply {
+                    status: ok(),
+                    deleted_count: u32::try_from(outcome.deleted).unwrap_or(u32::MAX),
+                    first_failed_snapshot_id: String::new(),
+                },
+                Some((failed, e)) => v1::DeleteSnapshotsReply {
+                    status: Some(error_status(&e.code(), e.message())),
+                    deleted_count: u32::try_from(outcome.deleted).unwrap_or(u32::MAX),
+                    first_failed_snapshot_id: failed.to_string(),
+                },
             },
             Err(e) => v1::DeleteSnapshotsReply {
                 status: Some(error_status(&e.code(), e.message())),
@@ -217,10 +306,18 @@ impl v1::admin_server::Admin for AdminService {
         request: Request<v1::ExposeSnapshotRequest>,
     ) -> Result<Response<v1::ExposeSnapshotReply>, Status> {
         self.daemon.authorize(&request, Action::Requester)?;
-        Ok(Response::new(v1::ExposeSnapshotReply {
-            status: not_yet("exposing a shadow copy"),
-            exposed_name: String::new(),
-        }))
+        let outcome = crate::exposure::expose_request(&self.daemon, request.into_inner()).await;
+        let reply = match outcome {
+            Ok(exposed_name) => v1::ExposeSnapshotReply {
+                status: ok(),
+                exposed_name,
+            },
+            Err(e) => v1::ExposeSnapshotReply {
+                status: Some(error_status(&e.code(), e.message())),
+                exposed_name: String::new(),
+            },
+        };
+        Ok(Response::new(reply))
     }
 
     async fn unexpose_snapshot(
@@ -228,8 +325,9 @@ impl v1::admin_server::Admin for AdminService {
         request: Request<v1::UnexposeSnapshotRequest>,
     ) -> Result<Response<v1::UnexposeSnapshotReply>, Status> {
         self.daemon.authorize(&request, Action::Requester)?;
+        let outcome = crate::exposure::unexpose_request(&self.daemon, request.into_inner()).await;
         Ok(Response::new(v1::UnexposeSnapshotReply {
-            status: not_yet("unexposing a shadow copy"),
+            status: Some(crate::convert::status_of(&outcome)),
         }))
     }
 
@@ -238,8 +336,22 @@ impl v1::admin_server::Admin for AdminService {
         request: Request<v1::RevertVolumeRequest>,
     ) -> Result<Response<v1::RevertVolumeReply>, Status> {
         self.daemon.authorize(&request, Action::Requester)?;
+        let request = request.into_inner();
+        // REV-1: the coordinator checks the copy (persistent, created, not in the set in creation,
+        // no other revert of its volume) and runs the revert to the end even if this call is
+        // dropped. Reverting to an exposed copy is allowed: the exposure reads the copy, which a
+        // revert does not change.
+        let result = match parse_id::<SnapshotId>("snapshot_id", &request.snapshot_id) {
+            Ok(snapshot) => {
+                self.daemon
+                    .coordinator
+                    .revert(snapshot, request.force_dismount)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         Ok(Response::new(v1::RevertVolumeReply {
-            status: not_yet("reverting a volume"),
+            status: Some(status_of(&result)),
         }))
     }
 
@@ -285,7 +397,7 @@ impl v1::admin_server::Admin for AdminService {
             sessions,
             writer_count: u32::try_from(coordinator.writers_status().len()).unwrap_or(u32::MAX),
             provider_count: u32::try_from(coordinator.providers().len()).unwrap_or(u32::MAX),
-            reverts_in_progress: Vec::new(),
+            reverts_in_progress: coordinator.reverts_in_progress(),
         }))
     }
 }

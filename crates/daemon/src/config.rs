@@ -40,6 +40,12 @@ pub(crate) struct ServiceConfig {
     pub(crate) backup_group: Option<String>,
     /// The provider commit window in milliseconds; 10 s by default (CFG-10). Lowering it is for tests.
     pub(crate) commit_window_ms: u64,
+    /// Where shadowcopyd keeps what must survive a restart: the providers' catalogs
+    /// (`<state_dir>/catalog/`) and the exposure table (`<state_dir>/exposures.json`).
+    pub(crate) state_dir: PathBuf,
+    /// Where shadow copies are exposed when no directory is given (EXP-4): each volume always at
+    /// `<expose_dir>/<volume key>`, so that backup tools find it at the same path every time.
+    pub(crate) expose_dir: PathBuf,
 }
 
 impl Default for ServiceConfig {
@@ -48,6 +54,8 @@ impl Default for ServiceConfig {
             socket: PathBuf::from("/run/shadowcopy/shadowcopyd.sock"),
             backup_group: None,
             commit_window_ms: 10_000,
+            state_dir: PathBuf::from("/var/lib/shadowcopy"),
+            expose_dir: PathBuf::from("/run/shadowcopy/volumes"),
         }
     }
 }
@@ -139,6 +147,9 @@ pub(crate) struct ProvidersConfig {
     /// Load the loop-image provider: volumes on loop devices whose image files live on xfs or
     /// btrfs are frozen together and their images cloned (on by default).
     pub(crate) loop_image: bool,
+    /// Load the reflink file-set provider: directories on btrfs or reflink-enabled xfs are
+    /// copied file by file with FICLONE while their writers are frozen (on by default).
+    pub(crate) reflink: bool,
     /// Load the simulated provider, for conformance tests; it claims volumes under `/sim/`.
     pub(crate) simulated: bool,
     /// How long a provider may take to end its preparation (EndPrepareSnapshots), in seconds.
@@ -146,6 +157,20 @@ pub(crate) struct ProvidersConfig {
     /// How long a provider may take for any other call, in seconds; the commit window caps
     /// PreCommit to PostCommit anyway (CFG-10).
     pub(crate) call_timeout_s: u64,
+    /// External provider plug-ins, `[[providers.external]]`: registered after the built-in
+    /// providers, in this order (PROV-SEL-1 breaks ties by registration order).
+    pub(crate) external: Vec<ExternalProviderConfig>,
+}
+
+/// One `[[providers.external]]` entry: a provider plug-in process serving the Provider service on
+/// its own socket (PROV-REG-1, docs/protocol.md §7).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExternalProviderConfig {
+    /// The name the plug-in is known by in logs and messages; unique among external providers.
+    pub(crate) name: String,
+    /// The plug-in's socket, an absolute path.
+    pub(crate) socket: PathBuf,
 }
 
 impl Default for ProvidersConfig {
@@ -153,9 +178,11 @@ impl Default for ProvidersConfig {
         ProvidersConfig {
             btrfs: true,
             loop_image: true,
+            reflink: true,
             simulated: false,
             end_prepare_timeout_s: 600,
             call_timeout_s: 60,
+            external: Vec::new(),
         }
     }
 }
@@ -252,6 +279,33 @@ impl DaemonConfig {
         ] {
             if value == 0 {
                 return Err(range(key, "0".into(), "must be at least 1 second"));
+            }
+        }
+        for (index, external) in self.providers.external.iter().enumerate() {
+            let key = |field: &str| format!("providers.external[{index}].{field}");
+            if external.name.trim().is_empty() {
+                return Err(range(
+                    &key("name"),
+                    format!("{:?}", external.name),
+                    "must not be empty: name the plug-in for logs and messages",
+                ));
+            }
+            if self.providers.external[..index]
+                .iter()
+                .any(|earlier| earlier.name == external.name)
+            {
+                return Err(range(
+                    &key("name"),
+                    format!("{:?}", external.name),
+                    "is already the name of an earlier [[providers.external]] entry; names must be unique",
+                ));
+            }
+            if !external.socket.is_absolute() {
+                return Err(range(
+                    &key("socket"),
+                    format!("{:?}", external.socket.display().to_string()),
+                    "must be an absolute path, for example \"/run/shadowcopy/providers/copy.sock\"",
+                ));
             }
         }
         for (class, writer) in &self.writers {
@@ -352,5 +406,62 @@ mod tests {
             err.to_string().contains("providers.call_timeout_s"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn external_providers_are_read_and_checked() {
+        let text = r#"
+            [providers]
+            btrfs = false
+            [[providers.external]]
+            name = "copy"
+            socket = "/run/shadowcopy/providers/copy.sock"
+            [[providers.external]]
+            name = "other"
+            socket = "/run/other.sock"
+        "#;
+        let config = DaemonConfig::parse(Path::new("t.toml"), text).unwrap();
+        assert_eq!(
+            config.providers.external,
+            vec![
+                ExternalProviderConfig {
+                    name: "copy".into(),
+                    socket: "/run/shadowcopy/providers/copy.sock".into(),
+                },
+                ExternalProviderConfig {
+                    name: "other".into(),
+                    socket: "/run/other.sock".into(),
+                },
+            ]
+        );
+        assert!(DaemonConfig::default().providers.external.is_empty());
+
+        let entry = |name: &str, socket: &str| {
+            format!("[[providers.external]]\nname = \"{name}\"\nsocket = \"{socket}\"\n")
+        };
+        let err = DaemonConfig::parse(Path::new("t.toml"), &entry(" ", "/run/x.sock")).unwrap_err();
+        assert!(
+            err.to_string().contains("providers.external[0].name"),
+            "{err}"
+        );
+        let twice = entry("copy", "/run/a.sock") + &entry("copy", "/run/b.sock");
+        let err = DaemonConfig::parse(Path::new("t.toml"), &twice).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("providers.external[1].name"), "{message}");
+        assert!(message.contains("unique"), "{message}");
+        let err =
+            DaemonConfig::parse(Path::new("t.toml"), &entry("copy", "run/copy.sock")).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("providers.external[0].socket"),
+            "{message}"
+        );
+        assert!(message.contains("absolute"), "{message}");
+        let err = DaemonConfig::parse(
+            Path::new("t.toml"),
+            "[[providers.external]]\nname = \"copy\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("socket"), "{err}");
     }
 }

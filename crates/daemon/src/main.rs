@@ -5,6 +5,7 @@ mod access;
 mod admin_service;
 mod config;
 mod convert;
+mod exposure;
 mod requester_service;
 mod simulated;
 mod state;
@@ -48,6 +49,12 @@ struct Args {
     /// The control socket, instead of the configuration's `service.socket`.
     #[arg(long)]
     socket: Option<PathBuf>,
+    /// The state directory (catalogs, exposure table), instead of `service.state_dir`.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Where shadow copies are exposed by default, instead of `service.expose_dir`.
+    #[arg(long, value_name = "DIR")]
+    expose_dir: Option<PathBuf>,
     /// Check the configuration file, print the effective settings and exit.
     #[arg(long)]
     check_config: bool,
@@ -90,6 +97,12 @@ fn coordinator_config(config: &DaemonConfig) -> CoordinatorConfig {
         provider_timeouts,
         commit_window: config.commit_window(),
         max_freeze_timeout_per_class,
+        // CFG-1; the config check keeps it within 1..=512. The 512 per volume of LIMIT-2 is a
+        // constant (CFG-2) and stays at its default.
+        max_client_accessible_per_volume: usize::try_from(
+            config.limits.max_client_accessible_per_volume,
+        )
+        .unwrap_or(shadowcopy_coordinator::MAX_SNAPSHOTS_PER_VOLUME),
         ..CoordinatorConfig::default()
     }
 }
@@ -106,12 +119,34 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Logs what a provider found in its catalog at start-up.
+fn log_recovery(provider: &str, report: &shadowcopy_providers::RecoveryReport) {
+    tracing::info!(
+        provider,
+        kept = report.kept,
+        deleted = report.deleted.len(),
+        "catalog loaded"
+    );
+    for (snapshot, why) in &report.not_deleted {
+        tracing::error!(provider, %snapshot, "an orphaned shadow copy could not be deleted: {why}");
+    }
+    for (volume, why) in &report.reverts_failed {
+        tracing::error!(provider, volume = %volume, "an interrupted revert could not be finished: {why}");
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut config = DaemonConfig::load(&args.config)?;
     if let Some(socket) = args.socket {
         config.service.socket = socket;
+    }
+    if let Some(dir) = args.state_dir {
+        config.service.state_dir = dir;
+    }
+    if let Some(dir) = args.expose_dir {
+        config.service.expose_dir = dir;
     }
     if args.check_config {
         println!("{}: ok\n{config:#?}", args.config.display());
@@ -120,17 +155,79 @@ async fn main() -> anyhow::Result<()> {
     init_logging(args.log_format);
 
     let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
+    // Each built-in provider keeps its shadow copies in a catalog of its own under the state
+    // directory, so that persistent copies survive a restart and auto-release copies orphaned by
+    // a crash are deleted now, before any call can see them (CTX-2, BK-END-6).
+    let catalogs = config.service.state_dir.join("catalog");
+    let catalog = |name: &str| catalogs.join(format!("{name}.json"));
     if config.providers.btrfs {
-        providers.push(Arc::new(shadowcopy_providers::BtrfsProvider::new()));
+        let provider = shadowcopy_providers::BtrfsProvider::new()
+            .with_catalog(&catalog(shadowcopy_providers::btrfs::BTRFS_PROVIDER_NAME))
+            .context("cannot load the btrfs provider's catalog")?;
+        log_recovery("btrfs", provider.recovered());
+        providers.push(Arc::new(provider));
     }
     if config.providers.loop_image {
-        providers.push(Arc::new(shadowcopy_providers::LoopImageProvider::new()));
+        let provider = shadowcopy_providers::LoopImageProvider::new()
+            .with_catalog(&catalog(
+                shadowcopy_providers::loop_image::LOOP_IMAGE_PROVIDER_NAME,
+            ))
+            .context("cannot load the loop-image provider's catalog")?;
+        log_recovery("loop-image", provider.recovered());
+        providers.push(Arc::new(provider));
+    }
+    if config.providers.reflink {
+        let provider = shadowcopy_providers::ReflinkProvider::new()
+            .with_catalog(&catalog(shadowcopy_providers::REFLINK_PROVIDER_NAME))
+            .context("cannot load the reflink provider's catalog")?;
+        log_recovery("reflink", provider.recovered());
+        providers.push(Arc::new(provider));
     }
     if config.providers.simulated {
         providers.extend(simulated::providers());
     }
+    // External provider plug-ins come after the built-in providers: PROV-SEL-1 picks by type,
+    // then by this registration order. A plug-in that does not answer within about 5 s is left
+    // out, so that one broken plug-in cannot keep every backup from running.
+    let mut external_sockets = std::collections::HashMap::new();
+    for external in &config.providers.external {
+        let plugin = shadowcopy_provider_plugin::PluginProvider::connect_retrying(
+            &external.name,
+            &external.socket,
+            Duration::from_secs(5),
+        )
+        .await;
+        let plugin = match plugin {
+            Ok(plugin) => plugin,
+            Err(error) => {
+                tracing::error!(plugin = %external.name, socket = %external.socket.display(), %error,
+                    "provider plug-in not loaded; shadowcopyd runs without it: start the plug-in, then restart shadowcopyd");
+                continue;
+            }
+        };
+        let info = plugin.info();
+        if providers
+            .iter()
+            .any(|provider| provider.info().id == info.id)
+        {
+            tracing::error!(plugin = %external.name, socket = %external.socket.display(), id = %info.id,
+                "provider plug-in not loaded: a provider with its id is already registered (VSS_E_PROVIDER_ALREADY_REGISTERED); give each plug-in an id of its own");
+            continue;
+        }
+        tracing::info!(plugin = %external.name, socket = %external.socket.display(), id = %info.id,
+            provider = %info.name, version = %info.version, "provider plug-in loaded");
+        external_sockets.insert(info.id, external.socket.clone());
+        providers.push(Arc::new(plugin));
+    }
     let coordinator = Coordinator::new(coordinator_config(&config), providers);
     let daemon = Arc::new(Daemon::new(coordinator.clone(), config.clone()));
+    *daemon
+        .external_providers
+        .lock()
+        .expect("external providers lock") = external_sockets;
+    // Exposures outlive the daemon (they are mounts); square the table with the mounts and with
+    // the shadow copies the providers know before any call can see it (SNAP-3).
+    daemon.exposures.reconcile(&daemon.coordinator).await;
 
     let socket = config.service.socket.clone();
     if let Some(dir) = socket.parent() {

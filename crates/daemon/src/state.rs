@@ -49,6 +49,10 @@ pub(crate) struct Daemon {
     pub(crate) connections: Mutex<HashMap<WriterInstanceId, WriterConnection>>,
     /// Open requester sessions, by session id.
     pub(crate) sessions: Mutex<HashMap<shadowcopy_metadata::Guid, SessionEntry>>,
+    /// The socket of every external provider plug-in, by provider id, for `Admin.ListProviders`
+    /// (`[[providers.external]]`); built-in providers are not in it.
+    pub(crate) external_providers:
+        Mutex<HashMap<shadowcopy_metadata::ids::ProviderId, std::path::PathBuf>>,
     /// When the daemon started.
     pub(crate) started: Instant,
     /// Set to `true` when the daemon stops: requester sessions drop their running call and are
@@ -57,19 +61,27 @@ pub(crate) struct Daemon {
     /// Set to `true` once every session is released: writer streams end last, so that writers
     /// hear Thaw, Abort and BackupShutdown from the coordinator before their streams close.
     pub(crate) writers_shutdown: tokio::sync::watch::Sender<bool>,
+    /// The exposed shadow copies (EXP-1, EXP-4), persisted in the state directory.
+    pub(crate) exposures: crate::exposure::ExposureTable,
 }
 
 impl Daemon {
     /// A daemon around a coordinator.
     pub(crate) fn new(coordinator: Coordinator, config: DaemonConfig) -> Self {
+        let exposures = crate::exposure::ExposureTable::new(
+            &config.service.state_dir,
+            &config.service.expose_dir,
+        );
         Daemon {
             coordinator,
             config,
             connections: Mutex::default(),
             sessions: Mutex::default(),
+            external_providers: Mutex::default(),
             started: Instant::now(),
             shutdown: tokio::sync::watch::Sender::new(false),
             writers_shutdown: tokio::sync::watch::Sender::new(false),
+            exposures,
         }
     }
 

@@ -2,14 +2,15 @@
 //! shadow copy holds the data as it was while the writer was frozen, is read-only, and is gone
 //! after the session is released (BK-SNAP-2, BK-COPY-1, BK-END-4).
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{data_component, full_backup, wait_for};
 use shadowcopy_metadata::WriterClassId;
-use shadowcopy_metadata::bcd::BackupState;
-use shadowcopy_metadata::enums::{BackupType, ComponentType};
 use shadowcopy_metadata::wmd::{Component, FileDescriptor, WriterMetadata};
-use shadowcopy_requester::{Client, ComponentKey};
+use shadowcopy_requester::Client;
 use shadowcopy_test_support::{DaemonProcess, LoopVolume, MIB};
 use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterOptions};
 
@@ -63,29 +64,12 @@ async fn loop_btrfs_backup_through_the_daemon() {
     handle.registered().await.expect("the writer registers");
 
     let client = Client::connect(daemon.socket()).await.unwrap();
-    let mut session = client.backup_session().await.unwrap();
-    session.initialize_for_backup(None).await.unwrap();
-    session
-        .set_backup_state(BackupState {
-            component_mode: true,
-            bootable_system_state: false,
-            backup_type: BackupType::Full,
-            partial_file_support: false,
-        })
-        .await
-        .unwrap();
-    let writers = session.gather_writer_metadata().await.unwrap();
+    let (mut session, writers) = full_backup(&client).await;
     let wmd = writers
         .iter()
         .find(|w| w.identity.class_id == class_id)
         .expect("our writer answered");
-    let key = ComponentKey {
-        writer_instance_id: wmd.identity.instance_id,
-        writer_class_id: class_id,
-        component_type: ComponentType::FileGroup,
-        logical_path: String::new(),
-        name: "data".into(),
-    };
+    let key = data_component(wmd);
     session.add_component(&key).await.unwrap();
     session.start_snapshot_set().await.unwrap();
     let snapshot = session.add_to_snapshot_set(&mount, None).await.unwrap();
@@ -123,14 +107,12 @@ async fn loop_btrfs_backup_through_the_daemon() {
     session.release().await.unwrap();
 
     // BACKUP context: auto-release, so the snapshot is deleted at release (BK-END-4).
-    let start = Instant::now();
-    while properties.snapshot_path.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the shadow copy was not deleted at release"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        "the shadow copy to be deleted at release",
+        Duration::from_secs(10),
+        || !properties.snapshot_path.exists(),
+    )
+    .await;
     handle.stop();
     handle.join().await.ok();
     drop(daemon);

@@ -1,17 +1,19 @@
 //! Thaw is sacred: writers frozen by a daemon that is killed with SIGKILL thaw at once, and a
 //! daemon stopped with SIGTERM ends every held stream and exits.
 
+mod common;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{data_component, full_backup, wait_for};
 use shadowcopy_metadata::WriterClassId;
-use shadowcopy_metadata::bcd::BackupState;
-use shadowcopy_metadata::enums::{ApplicationLevel, BackupType, ComponentType};
+use shadowcopy_metadata::enums::ApplicationLevel;
 use shadowcopy_metadata::wmd::{Component, FileDescriptor, WriterMetadata};
-use shadowcopy_requester::{Canceller, Client, ComponentKey, RequesterError};
+use shadowcopy_requester::{Canceller, Client, RequesterError};
 use shadowcopy_test_support::DaemonProcess;
-use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterOptions};
+use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterHandle, WriterOptions};
 
 /// What a test writer saw, with the time it saw it.
 type Journal = Arc<Mutex<Vec<(&'static str, Instant)>>>;
@@ -64,7 +66,7 @@ fn daemon(name: &str, commit_window_ms: u32) -> DaemonProcess {
 }
 
 /// Writers at the three application levels, each with a 60 s freeze timeout.
-async fn three_writers(socket: &Path) -> Vec<(Journal, shadowcopy_writer_sdk::WriterHandle)> {
+async fn three_writers(socket: &Path) -> Vec<(Journal, WriterHandle)> {
     let mut writers = Vec::new();
     for (i, level) in [
         ApplicationLevel::FrontEnd,
@@ -101,14 +103,6 @@ fn saw(journal: &Journal, event: &str) -> Option<Instant> {
         .map(|(_, t)| *t)
 }
 
-async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Drives a backup of every writer up to DoSnapshotSet on `volume`; DoSnapshotSet runs in a task
 /// of its own, which aborts the backup if the call fails (BK-SNAP-9) and returns the call's result.
 async fn start_backup(
@@ -121,27 +115,9 @@ async fn start_backup(
     let client = Client::connect(socket)
         .await
         .expect("the requester connects");
-    let mut session = client.backup_session().await.unwrap();
-    session.initialize_for_backup(None).await.unwrap();
-    session
-        .set_backup_state(BackupState {
-            component_mode: true,
-            bootable_system_state: false,
-            backup_type: BackupType::Full,
-            partial_file_support: false,
-        })
-        .await
-        .unwrap();
-    let writers = session.gather_writer_metadata().await.unwrap();
+    let (mut session, writers) = full_backup(&client).await;
     for wmd in &writers {
-        let key = ComponentKey {
-            writer_instance_id: wmd.identity.instance_id,
-            writer_class_id: wmd.identity.class_id,
-            component_type: ComponentType::FileGroup,
-            logical_path: String::new(),
-            name: "data".into(),
-        };
-        session.add_component(&key).await.unwrap();
+        session.add_component(&data_component(wmd)).await.unwrap();
     }
     session.start_snapshot_set().await.unwrap();
     session.add_to_snapshot_set(volume, None).await.unwrap();
@@ -158,23 +134,40 @@ async fn start_backup(
     (task, canceller)
 }
 
+/// Whether every writer has seen at least one of `events`.
+fn every_writer_saw(writers: &[(Journal, WriterHandle)], events: &[&str]) -> bool {
+    writers
+        .iter()
+        .all(|(journal, _)| events.iter().any(|event| saw(journal, event).is_some()))
+}
+
+/// A daemon (10 s commit window) with three writers, frozen in a backup of a simulated volume
+/// whose provider hangs in commit; returns what [`start_backup`] returns with them.
+async fn frozen_backup(
+    name: &str,
+) -> (
+    DaemonProcess,
+    Vec<(Journal, WriterHandle)>,
+    tokio::task::JoinHandle<Result<(), RequesterError>>,
+    Canceller,
+) {
+    let daemon = daemon(name, 10_000);
+    let writers = three_writers(daemon.socket()).await;
+    let (backup, canceller) = start_backup(daemon.socket(), "/sim/hang-at-commit/vol").await;
+    wait_for(
+        "all three writers to freeze",
+        Duration::from_secs(20),
+        || every_writer_saw(&writers, &["freeze"]),
+    )
+    .await;
+    (daemon, writers, backup, canceller)
+}
+
 /// SIGKILL of the daemon while three writers are frozen: each runs its Abort handler at once,
 /// long before its 60 s freeze deadline (architecture §2, BK-SNAP-5).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_daemon_thaws_three_frozen_writers_at_once() {
-    let mut daemon = daemon("kill-frozen", 10_000);
-    let writers = three_writers(daemon.socket()).await;
-    let (backup, _canceller) = start_backup(daemon.socket(), "/sim/hang-at-commit/vol").await;
-    wait_until(
-        "all three writers to freeze",
-        Duration::from_secs(20),
-        || {
-            writers
-                .iter()
-                .all(|(journal, _)| saw(journal, "freeze").is_some())
-        },
-    )
-    .await;
+    let (mut daemon, writers, backup, _canceller) = frozen_backup("kill-frozen").await;
     // The provider hangs in commit: nobody has thawed yet.
     assert!(
         writers
@@ -184,10 +177,8 @@ async fn killed_daemon_thaws_three_frozen_writers_at_once() {
 
     let killed = Instant::now();
     daemon.kill();
-    wait_until("every writer to abort", Duration::from_secs(30), || {
-        writers
-            .iter()
-            .all(|(journal, _)| saw(journal, "abort").is_some())
+    wait_for("every writer to abort", Duration::from_secs(30), || {
+        every_writer_saw(&writers, &["abort"])
     })
     .await;
     for (i, (journal, _)) in writers.iter().enumerate() {
@@ -213,32 +204,16 @@ async fn killed_daemon_thaws_three_frozen_writers_at_once() {
 /// SIGTERM ends every held stream: frozen writers are aborted and the daemon exits by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_daemon_and_thaws_writers() {
-    let mut daemon = daemon("sigterm", 10_000);
-    let writers = three_writers(daemon.socket()).await;
-    let (backup, _canceller) = start_backup(daemon.socket(), "/sim/hang-at-commit/vol").await;
-    wait_until(
-        "all three writers to freeze",
-        Duration::from_secs(20),
-        || {
-            writers
-                .iter()
-                .all(|(journal, _)| saw(journal, "freeze").is_some())
-        },
-    )
-    .await;
+    let (mut daemon, writers, backup, _canceller) = frozen_backup("sigterm").await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(daemon.child.id()).unwrap()),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    wait_until(
+    wait_for(
         "every writer to thaw or abort",
         Duration::from_secs(30),
-        || {
-            writers
-                .iter()
-                .all(|(j, _)| saw(j, "abort").is_some() || saw(j, "thaw").is_some())
-        },
+        || every_writer_saw(&writers, &["abort", "thaw"]),
     )
     .await;
     let start = Instant::now();
@@ -266,19 +241,7 @@ async fn sigterm_stops_the_daemon_and_thaws_writers() {
 /// are aborted at once rather than at the end of the commit window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_do_snapshot_set_aborts_frozen_writers() {
-    let daemon = daemon("cancel", 10_000);
-    let writers = three_writers(daemon.socket()).await;
-    let (backup, canceller) = start_backup(daemon.socket(), "/sim/hang-at-commit/vol").await;
-    wait_until(
-        "all three writers to freeze",
-        Duration::from_secs(20),
-        || {
-            writers
-                .iter()
-                .all(|(journal, _)| saw(journal, "freeze").is_some())
-        },
-    )
-    .await;
+    let (_daemon, writers, backup, canceller) = frozen_backup("cancel").await;
     let cancelled = Instant::now();
     canceller
         .cancel()
@@ -289,10 +252,8 @@ async fn cancelled_do_snapshot_set_aborts_frozen_writers() {
         matches!(result, Err(RequesterError::Cancelled { .. })),
         "{result:?}"
     );
-    wait_until("every writer to abort", Duration::from_secs(5), || {
-        writers
-            .iter()
-            .all(|(journal, _)| saw(journal, "abort").is_some())
+    wait_for("every writer to abort", Duration::from_secs(5), || {
+        every_writer_saw(&writers, &["abort"])
     })
     .await;
     assert!(

@@ -1,14 +1,15 @@
 //! Every writer event names the session it belongs to (ROLE-5): the events of one backup share
 //! one session id, and an Identify from another session carries that other session's id.
 
+mod common;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use common::{data_component, full_backup};
 use shadowcopy_metadata::WriterClassId;
-use shadowcopy_metadata::bcd::BackupState;
-use shadowcopy_metadata::enums::{BackupType, ComponentType};
 use shadowcopy_metadata::wmd::{Component, FileDescriptor, WriterMetadata};
-use shadowcopy_requester::{Client, ComponentKey};
+use shadowcopy_requester::Client;
 use shadowcopy_test_support::{DaemonProcess, TEST_CONFIG};
 use shadowcopy_writer_sdk::{EventContext, EventKind, HandlerResult, Writer, WriterOptions};
 
@@ -71,30 +72,12 @@ async fn events_name_their_session() {
     handle.registered().await.expect("the writer registers");
 
     let client = Client::connect(daemon.socket()).await.unwrap();
-    let mut backup = client.backup_session().await.unwrap();
-    backup.initialize_for_backup(None).await.unwrap();
-    backup
-        .set_backup_state(BackupState {
-            component_mode: true,
-            bootable_system_state: false,
-            backup_type: BackupType::Full,
-            partial_file_support: false,
-        })
-        .await
-        .unwrap();
-    let writers = backup.gather_writer_metadata().await.unwrap();
+    let (mut backup, writers) = full_backup(&client).await;
     let wmd = writers
         .iter()
         .find(|w| w.identity.class_id == class_id)
         .unwrap();
-    let key = ComponentKey {
-        writer_instance_id: wmd.identity.instance_id,
-        writer_class_id: class_id,
-        component_type: ComponentType::FileGroup,
-        logical_path: String::new(),
-        name: "data".into(),
-    };
-    backup.add_component(&key).await.unwrap();
+    backup.add_component(&data_component(wmd)).await.unwrap();
     backup.start_snapshot_set().await.unwrap();
     backup
         .add_to_snapshot_set("/sim/ok/vol", None)

@@ -6,10 +6,16 @@
 //!
 //! Provider tests get real file systems from [`LoopVolume`] (module [`loop_volume`]): btrfs, xfs
 //! or ext4 on a loop device of their own, torn down by a guard (architecture intent §8).
+//!
+//! CLI tests run the `shadowcopy` binary against a daemon through [`Cli`] (module [`cli`]).
 
+pub mod cli;
 pub mod loop_volume;
+pub mod wait;
 
+pub use cli::Cli;
 pub use loop_volume::{Footprint, FsKind, LoopError, LoopVolume, MIB, ReadOnlyImage};
+pub use wait::wait_until;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -48,7 +54,8 @@ impl Drop for TempDir {
     }
 }
 
-/// A running daemon; killed on drop.
+/// A running daemon; killed on drop, after which anything still mounted under its private
+/// directory (exposed shadow copies) is unmounted, so a failing test leaves no mount behind.
 pub struct DaemonProcess {
     /// The daemon process.
     pub child: Child,
@@ -56,8 +63,11 @@ pub struct DaemonProcess {
     pub socket: PathBuf,
     /// Its log file (stderr, at debug level).
     pub log: PathBuf,
-    /// Its private directory, holding the socket, configuration and log.
+    /// Its private directory, holding the socket, configuration, log, state directory (`state/`)
+    /// and default expose directory (`exposed/`).
     pub dir: TempDir,
+    /// The binary, for [`DaemonProcess::restart`].
+    binary: PathBuf,
 }
 
 /// The configuration the tests use: simulated providers, short event timeouts, a 2 s commit window.
@@ -80,31 +90,70 @@ simulated = true
 
 impl DaemonProcess {
     /// Starts the `shadowcopyd` at `binary` with `config` and waits until its socket answers.
+    ///
+    /// Its state directory is `<dir>/state` and its expose directory `<dir>/exposed` (see
+    /// [`DaemonProcess::state_dir`], [`DaemonProcess::expose_dir`]), so parallel tests never share
+    /// a catalog, an exposure table or an exposure.
     pub fn start(binary: &Path, name: &str, config: &str) -> Self {
         let dir = TempDir::new(name);
         let socket = dir.join("shadowcopyd.sock");
-        let config_path = dir.join("shadowcopyd.toml");
-        std::fs::write(&config_path, config).unwrap();
+        std::fs::write(dir.join("shadowcopyd.toml"), config).unwrap();
         let log = dir.join("shadowcopyd.log");
-        let child = Command::new(binary)
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--socket")
-            .arg(&socket)
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("shadowcopyd starts");
+        let child = Self::spawn(binary, &dir, &socket, &log);
         let mut daemon = DaemonProcess {
             child,
             socket,
             log,
             dir,
+            binary: binary.to_path_buf(),
         };
         daemon.wait_for_socket();
         daemon
+    }
+
+    fn spawn(binary: &Path, dir: &TempDir, socket: &Path, log: &Path) -> Child {
+        // Appending keeps the log of an earlier run of the same daemon (restart).
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Command::new(binary)
+            .arg("--config")
+            .arg(dir.join("shadowcopyd.toml"))
+            .arg("--socket")
+            .arg(socket)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--expose-dir")
+            .arg(dir.join("exposed"))
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("shadowcopyd starts")
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would, and starts it again with the same
+    /// configuration, socket, state and expose directories; waits until it answers. Mounts it
+    /// left (exposures) stay, as they would after a crash.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+        self.child = Self::spawn(&self.binary, &self.dir, &self.socket, &self.log);
+        self.wait_for_socket();
+    }
+
+    /// The daemon's state directory (`--state-dir`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// The daemon's default expose directory (`--expose-dir`).
+    pub fn expose_dir(&self) -> PathBuf {
+        self.dir.join("exposed")
     }
 
     fn wait_for_socket(&mut self) {
@@ -144,6 +193,45 @@ impl DaemonProcess {
 impl Drop for DaemonProcess {
     fn drop(&mut self) {
         self.kill();
+        unmount_everything_under(&self.dir.0);
+    }
+}
+
+/// Unmounts every mount at or under `dir`, deepest first, lazily when one stays busy: the
+/// exposures a daemon (or a failed test) left in its private directory. `TempDir` then removes
+/// the directory, which must not reach into a mounted file system.
+fn unmount_everything_under(dir: &Path) {
+    use nix::mount::{MntFlags, umount2};
+    let mut mounts = loop_volume::mounts_at_or_under(dir);
+    // Later mounts may sit on earlier ones; longer paths lie deeper.
+    mounts.reverse();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
+    for mount in mounts {
+        let mut done = false;
+        for attempt in 0..10 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            match umount2(&mount, MntFlags::empty()) {
+                Ok(()) | Err(nix::errno::Errno::EINVAL) => {
+                    done = true;
+                    break;
+                }
+                Err(_) => {}
+            }
+        }
+        if !done {
+            match umount2(&mount, MntFlags::MNT_DETACH) {
+                Ok(()) => eprintln!(
+                    "shadowcopy-test-support: {} stayed busy and was unmounted lazily",
+                    mount.display()
+                ),
+                Err(errno) => eprintln!(
+                    "shadowcopy-test-support: cannot unmount {}: {errno}",
+                    mount.display()
+                ),
+            }
+        }
     }
 }
 
