@@ -106,6 +106,30 @@ fn loop_btrfs_create_list_delete() {
     volume.close().expect("nothing left mounted or attached");
 }
 
+/// `providers.btrfs_snapshot_dir` decides where the btrfs provider keeps its snapshots.
+#[test]
+fn loop_btrfs_snapshot_dir_is_configurable() {
+    use shadowcopy_test_support::{LoopVolume, MIB};
+
+    let volume = LoopVolume::btrfs(256 * MIB).expect("a btrfs loop volume (root and btrfs-progs)");
+    let (daemon, cli) = start(
+        "cli-snapshot-dir",
+        "[providers]\nbtrfs_snapshot_dir = \"snapshots/shadowcopy\"\n",
+    );
+    let mount = volume.mount_point().to_str().unwrap();
+    let value = cli.json_ok(&["--json", "create", "--no-writers", "--volume", mount]);
+    let path = std::path::PathBuf::from(value["snapshots"][0]["snapshot_path"].as_str().unwrap());
+    assert_eq!(
+        path.parent(),
+        Some(volume.path("snapshots/shadowcopy").as_path()),
+        "{value}"
+    );
+    assert!(!volume.path(".shadowcopy").exists());
+    assert!(cli.ok(&["delete", "--all"]).contains("deleted 1"));
+    drop(daemon);
+    volume.close().expect("nothing left mounted or attached");
+}
+
 /// A volume no provider can copy is refused with VSS_E_VOLUME_NOT_SUPPORTED and a hint.
 #[test]
 fn loop_ext4_create_is_refused_with_a_hint() {

@@ -144,6 +144,10 @@ pub(crate) struct WriterClassConfig {
 pub(crate) struct ProvidersConfig {
     /// Load the btrfs provider: read-only snapshots of btrfs subvolumes (on by default).
     pub(crate) btrfs: bool,
+    /// Where the btrfs provider keeps its snapshots: a relative path is a directory inside each
+    /// volume (default `.shadowcopy`), an absolute path one directory for every volume, which must
+    /// then be on the same btrfs file system as the volumes (a snapshot cannot leave it).
+    pub(crate) btrfs_snapshot_dir: PathBuf,
     /// Load the loop-image provider: volumes on loop devices whose image files live on xfs or
     /// btrfs are frozen together and their images cloned (on by default).
     pub(crate) loop_image: bool,
@@ -177,6 +181,7 @@ impl Default for ProvidersConfig {
     fn default() -> Self {
         ProvidersConfig {
             btrfs: true,
+            btrfs_snapshot_dir: PathBuf::from(".shadowcopy"),
             loop_image: true,
             reflink: true,
             simulated: false,
@@ -308,6 +313,20 @@ impl DaemonConfig {
                 ));
             }
         }
+        let snapshot_dir = &self.providers.btrfs_snapshot_dir;
+        if !snapshot_dir.is_absolute()
+            && (snapshot_dir.components().next().is_none()
+                || !snapshot_dir
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_))))
+        {
+            return Err(range(
+                "providers.btrfs_snapshot_dir",
+                snapshot_dir.display().to_string(),
+                "must be an absolute path, or a relative path that stays inside the volume \
+                 (no `..`, not empty)",
+            ));
+        }
         for (class, writer) in &self.writers {
             if class.parse::<shadowcopy_metadata::WriterClassId>().is_err() {
                 return Err(range(
@@ -400,6 +419,15 @@ mod tests {
         let err = DaemonConfig::parse(Path::new("t.toml"), "[writers.nope]\nmax_freeze_ms = 5\n")
             .unwrap_err();
         assert!(err.to_string().contains("writer class id"), "{err}");
+        let err = DaemonConfig::parse(
+            Path::new("t.toml"),
+            "[providers]\nbtrfs_snapshot_dir = \"../outside\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("providers.btrfs_snapshot_dir"),
+            "{err}"
+        );
         let err = DaemonConfig::parse(Path::new("t.toml"), "[providers]\ncall_timeout_s = 0\n")
             .unwrap_err();
         assert!(

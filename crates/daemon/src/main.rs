@@ -161,7 +161,15 @@ async fn main() -> anyhow::Result<()> {
     let catalogs = config.service.state_dir.join("catalog");
     let catalog = |name: &str| catalogs.join(format!("{name}.json"));
     if config.providers.btrfs {
+        let dir = &config.providers.btrfs_snapshot_dir;
+        let dir = if dir.is_absolute() {
+            shadowcopy_providers::SnapshotDir::Fixed(dir.clone())
+        } else {
+            shadowcopy_providers::SnapshotDir::InVolume(dir.clone())
+        };
         let provider = shadowcopy_providers::BtrfsProvider::new()
+            .with_snapshot_dir(dir)
+            .context("providers.btrfs_snapshot_dir")?
             .with_catalog(&catalog(shadowcopy_providers::btrfs::BTRFS_PROVIDER_NAME))
             .context("cannot load the btrfs provider's catalog")?;
         log_recovery("btrfs", provider.recovered());
