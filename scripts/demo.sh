@@ -38,6 +38,10 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "(run as root to see a real shadow copy: it needs a loop device and mount)"
     exit 0
 fi
+if ! command -v mkfs.btrfs >/dev/null 2>&1; then
+    echo "demo: installing btrfs-progs for mkfs.btrfs"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq btrfs-progs >/dev/null
+fi
 work=$(mktemp -d /tmp/shadowcopy-demo.XXXXXX)
 daemon_pid=
 cleanup() {
