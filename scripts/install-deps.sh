@@ -16,6 +16,8 @@ runtime_packages=()
 # on loop devices of their own (crates/test-support, LoopVolume; mkfs.ext4 and losetup come with
 # e2fsprogs and util-linux, which every Debian system has).
 test_packages=(btrfs-progs xfsprogs)
+test_packages+=(postgresql)  # PostgreSQL writer tests: initdb, pg_ctl, pgbench, pg_amcheck
+test_packages+=(mariadb-server mariadb-client)  # MariaDB writer tests: mariadb-install-db, mariadbd, the mariadb client
 
 # The tests run examples/python-writer with grpcio from PyPI, in a venv of their own. Debian's
 # python3 makes venvs only with python3-venv (it carries ensurepip); a python3 built elsewhere

@@ -144,6 +144,11 @@ impl v1::admin_server::Admin for AdminService {
             .iter()
             .map(|status| {
                 let connection = connections.get(&status.instance_id);
+                // A writer whose peer is this very process is one of the hosted writers
+                // (service.writers_dir), connected over the daemon's own socket.
+                let hosted = connection.is_none_or(|c| {
+                    c.peer.pid.and_then(|p| u32::try_from(p).ok()) == Some(std::process::id())
+                });
                 v1::WriterInfo {
                     status: Some(writer_status(status)),
                     application_level: connection
@@ -152,8 +157,10 @@ impl v1::admin_server::Admin for AdminService {
                         u32::try_from(c.registration.freeze_timeout.as_millis()).unwrap_or(u32::MAX)
                     }),
                     subscribe_mask: connection.map_or(0, |c| c.registration.subscribe_mask.bits()),
-                    hosted: connection.is_none(),
+                    hosted,
+                    // 0 for hosted writers (admin.proto).
                     pid: connection
+                        .filter(|_| !hosted)
                         .and_then(|c| c.peer.pid)
                         .and_then(|p| u32::try_from(p).ok())
                         .unwrap_or(0),

@@ -46,6 +46,9 @@ pub(crate) struct ServiceConfig {
     /// Where shadow copies are exposed when no directory is given (EXP-4): each volume always at
     /// `<expose_dir>/<volume key>`, so that backup tools find it at the same path every time.
     pub(crate) expose_dir: PathBuf,
+    /// The directory of writer declarations (`*.toml`) that shadowcopyd hosts in-process
+    ///; a missing directory means no hosted writers.
+    pub(crate) writers_dir: PathBuf,
 }
 
 impl Default for ServiceConfig {
@@ -56,6 +59,7 @@ impl Default for ServiceConfig {
             commit_window_ms: 10_000,
             state_dir: PathBuf::from("/var/lib/shadowcopy"),
             expose_dir: PathBuf::from("/run/shadowcopy/volumes"),
+            writers_dir: PathBuf::from(shadowcopy_writers::declaration::DEFAULT_WRITERS_DIR),
         }
     }
 }
@@ -370,6 +374,7 @@ mod tests {
             socket = "/tmp/x.sock"
             backup_group = "backup"
             commit_window_ms = 500
+            writers_dir = "/srv/writers.d"
             [access_control]
             postgres = "writer"
             bacula = "both"
@@ -386,6 +391,11 @@ mod tests {
         "#;
         let config = DaemonConfig::parse(Path::new("t.toml"), text).unwrap();
         assert_eq!(config.service.backup_group.as_deref(), Some("backup"));
+        assert_eq!(config.service.writers_dir, Path::new("/srv/writers.d"));
+        assert_eq!(
+            DaemonConfig::default().service.writers_dir,
+            Path::new("/etc/shadowcopy/writers.d")
+        );
         assert_eq!(config.access_control["bacula"], Role::Both);
         assert_eq!(config.events.identify_timeout_s, 5);
         assert_eq!(config.events.post_snapshot_timeout_s, 60);

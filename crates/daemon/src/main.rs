@@ -6,6 +6,7 @@ mod admin_service;
 mod config;
 mod convert;
 mod exposure;
+mod hosted;
 mod requester_service;
 mod simulated;
 mod state;
@@ -55,6 +56,9 @@ struct Args {
     /// Where shadow copies are exposed by default, instead of `service.expose_dir`.
     #[arg(long, value_name = "DIR")]
     expose_dir: Option<PathBuf>,
+    /// The directory of writer declarations to host, instead of `service.writers_dir`.
+    #[arg(long, value_name = "DIR")]
+    writers_dir: Option<PathBuf>,
     /// Check the configuration file, print the effective settings and exit.
     #[arg(long)]
     check_config: bool,
@@ -147,6 +151,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(dir) = args.expose_dir {
         config.service.expose_dir = dir;
+    }
+    if let Some(dir) = args.writers_dir {
+        config.service.writers_dir = dir;
     }
     if args.check_config {
         println!("{}: ok\n{config:#?}", args.config.display());
@@ -267,6 +274,11 @@ async fn main() -> anyhow::Result<()> {
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);
 
+    // The listener is bound, so the hosted writers' connections wait in its backlog until the
+    // server below accepts them.
+    let hosted = hosted::HostedWriters::start(&config.service.writers_dir, &socket);
+    tracing::info!(dir = %config.service.writers_dir.display(), writers = hosted.len(), "hosted writers started");
+
     let stopping = Arc::clone(&daemon);
     let shutdown = async move {
         let mut terminate =
@@ -277,6 +289,9 @@ async fn main() -> anyhow::Result<()> {
             _ = terminate.recv() => {}
         }
         tracing::info!("shutting down");
+        // Hosted writers go first, while the server still runs: each aborts (thaws) what it
+        // holds and closes its stream.
+        hosted.stop().await;
         // Held streams never end on their own; ending them lets the server stop.
         stopping.stop().await;
     };

@@ -988,7 +988,7 @@ mod tests {
     use super::*;
     use crate::common::code_for;
 
-    /// PROV-R-3 and the brief: ENOSPC is VSS_E_INSUFFICIENT_STORAGE, other failures are
+    /// PROV-R-3: ENOSPC is VSS_E_INSUFFICIENT_STORAGE, other failures are
     /// unexpected provider errors, and the message names the call and the volume.
     #[test]
     fn errno_maps_to_vss_codes() {

@@ -1,0 +1,151 @@
+//! `shadowcopy-writer`: runs one declared writer on its own, connected to `shadowcopyd`, or
+//! checks declarations and prints the WMD they produce.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use shadowcopy_metadata::json::Document as _;
+use shadowcopy_writers::declaration::{self, Declaration};
+
+/// The example declaration shown by `--help`.
+const EXAMPLE: &str = r#"Example declaration (/etc/shadowcopy/writers.d/webapp.toml):
+
+  kind = "script"                    # script | hooks | cgroup | postgresql | mariadb | sqlite
+  name = "webapp"
+  freeze_timeout_ms = 10000          # optional; default 60000
+  [script]
+  freeze = "systemctl kill -s STOP webapp.service"
+  thaw = "systemctl kill -s CONT webapp.service"
+  [[script.components]]
+  name = "data"
+  files = [{ path = "/srv/webapp", filespec = "*", recursive = true }]
+
+shadowcopyd hosts every declaration in its writers directory (service.writers_dir, default
+/etc/shadowcopy/writers.d); this program runs one of them as a process of its own instead.
+The format and every kind are described in docs/writers.md."#;
+
+/// shadowcopy-writer: run or check a declared shadowcopy writer.
+#[derive(Debug, Parser)]
+#[command(name = "shadowcopy-writer", version, max_term_width = 100, after_help = EXAMPLE)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the writer declared in FILE until SIGTERM or SIGINT; a backup in progress is aborted
+    /// (the application thawed) before it exits.
+    #[command(after_help = EXAMPLE)]
+    Run {
+        /// The declaration file.
+        #[arg(value_name = "FILE.toml")]
+        file: PathBuf,
+        /// The coordinator's socket.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Validate declarations and print the Writer Metadata Document each produces, as JSON.
+    #[command(after_help = EXAMPLE)]
+    Check {
+        /// The declaration files.
+        #[arg(value_name = "FILE.toml", required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// The default socket of shadowcopyd: `shadowcopy_protocol::DEFAULT_SOCKET`, the SDK's default
+/// (a test in this file keeps the two equal).
+const DEFAULT_SOCKET: &str = "/run/shadowcopy/shadowcopyd.sock";
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn terminated() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(terminate) => terminate,
+            Err(error) => {
+                tracing::error!("cannot handle SIGTERM ({error}); stop with SIGINT");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("stopping: aborting any backup in progress first");
+}
+
+async fn run(file: PathBuf, socket: PathBuf) -> ExitCode {
+    let declaration = match Declaration::load(&file) {
+        Ok(declaration) => declaration,
+        Err(error) => {
+            eprintln!("shadowcopy-writer: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(file = %file.display(), writer = %declaration.name, kind = %declaration.kind,
+        socket = %socket.display(), "starting");
+    match declaration::run(declaration, &socket, terminated()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("shadowcopy-writer: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(files: &[PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for file in files {
+        let result = Declaration::load(file)
+            .map_err(anyhow::Error::from)
+            .and_then(|declaration| declaration::metadata(&declaration));
+        match result {
+            Ok(wmd) => println!("{}", wmd.to_canonical_json()),
+            Err(error) => {
+                eprintln!("shadowcopy-writer: {error:#}");
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match args.command {
+        Command::Run { file, socket } => {
+            init_logging();
+            run(file, socket).await
+        }
+        Command::Check { files } => check(&files),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn default_socket_is_the_sdks() {
+        assert_eq!(
+            shadowcopy_writer_sdk::WriterOptions::default().socket,
+            std::path::PathBuf::from(super::DEFAULT_SOCKET)
+        );
+    }
+}
