@@ -2,15 +2,13 @@
 //! shadow copy holds the data as it was while the writer was frozen, is read-only, and is gone
 //! after the session is released (BK-SNAP-2, BK-COPY-1, BK-END-4).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{data_component, full_backup, wait_for};
 use shadowcopy_metadata::WriterClassId;
 use shadowcopy_metadata::wmd::{Component, FileDescriptor, WriterMetadata};
 use shadowcopy_requester::Client;
+use shadowcopy_test_support::sets::{file_group, full_backup, wait_for};
 use shadowcopy_test_support::{DaemonProcess, LoopVolume, MIB};
 use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterOptions};
 
@@ -69,7 +67,7 @@ async fn loop_btrfs_backup_through_the_daemon() {
         .iter()
         .find(|w| w.identity.class_id == class_id)
         .expect("our writer answered");
-    let key = data_component(wmd);
+    let key = file_group(wmd, "", "data");
     session.add_component(&key).await.unwrap();
     session.start_snapshot_set().await.unwrap();
     let snapshot = session.add_to_snapshot_set(&mount, None).await.unwrap();

@@ -1,18 +1,16 @@
 //! Thaw is sacred: writers frozen by a daemon that is killed with SIGKILL thaw at once, and a
 //! daemon stopped with SIGTERM ends every held stream and exits.
 
-mod common;
-
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{data_component, full_backup, wait_for};
 use shadowcopy_metadata::WriterClassId;
 use shadowcopy_metadata::enums::ApplicationLevel;
 use shadowcopy_metadata::wmd::{Component, FileDescriptor, WriterMetadata};
 use shadowcopy_requester::{Canceller, Client, RequesterError};
 use shadowcopy_test_support::DaemonProcess;
+use shadowcopy_test_support::sets::{file_group, full_backup, wait_for};
 use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterHandle, WriterOptions};
 
 /// What a test writer saw, with the time it saw it.
@@ -117,7 +115,10 @@ async fn start_backup(
         .expect("the requester connects");
     let (mut session, writers) = full_backup(&client).await;
     for wmd in &writers {
-        session.add_component(&data_component(wmd)).await.unwrap();
+        session
+            .add_component(&file_group(wmd, "", "data"))
+            .await
+            .unwrap();
     }
     session.start_snapshot_set().await.unwrap();
     session.add_to_snapshot_set(volume, None).await.unwrap();

@@ -4,16 +4,14 @@
 //! restart, deletes it, and refuses a directory outside its root with its own reason
 //! (PROV-REG-1, PROV-SEL-1, PROV-R-1, DEL-1).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::session_in_context;
 use shadowcopy_metadata::codes;
 use shadowcopy_metadata::enums::{SnapshotContext, SnapshotState};
 use shadowcopy_requester::{Client, DeleteTarget, SnapshotFilter};
+use shadowcopy_test_support::sets::session_in_context;
 use shadowcopy_test_support::{DaemonProcess, LoopVolume, MIB, TEST_CONFIG, TempDir, wait_until};
 
 /// The example plug-in, built for this test run if needed.

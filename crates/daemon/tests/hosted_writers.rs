@@ -4,15 +4,14 @@
 //! skipped. The standalone `shadowcopy-writer` runs the same kind of declaration as a process of
 //! its own, listed with its pid, in the same set.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::wait_for;
-use shadowcopy_metadata::bcd::BackupState;
-use shadowcopy_metadata::enums::{BackupType, ComponentType, WriterState};
-use shadowcopy_requester::{Client, ComponentKey};
+use shadowcopy_metadata::enums::WriterState;
+use shadowcopy_requester::Client;
+use shadowcopy_test_support::sets::{
+    complete, file_group, full_backup, snapshot_path, snapshot_volumes, wait_for, writer_named,
+};
 use shadowcopy_test_support::{DaemonProcess, LoopVolume, MIB, TempDir, workspace_binary};
 
 /// A script writer declaration whose freeze and thaw commands append `<event> <set id>` to
@@ -108,41 +107,14 @@ async fn hosted_and_standalone_declared_writers_take_part_in_a_set() {
     );
 
     // One set with both writers' components.
-    let mut session = client.backup_session().await.unwrap();
-    session.initialize_for_backup(None).await.unwrap();
-    session
-        .set_backup_state(BackupState {
-            component_mode: true,
-            bootable_system_state: false,
-            backup_type: BackupType::Full,
-            partial_file_support: false,
-        })
-        .await
-        .unwrap();
-    let writers = session.gather_writer_metadata().await.unwrap();
+    let (mut session, writers) = full_backup(&client).await;
     let mut keys = Vec::new();
     for name in ["hosted-script", "standalone-script"] {
-        let wmd = writers
-            .iter()
-            .find(|w| w.identity.writer_name == name)
-            .unwrap_or_else(|| panic!("{name} answered Identify"));
-        let key = ComponentKey {
-            writer_instance_id: wmd.identity.instance_id,
-            writer_class_id: wmd.identity.class_id,
-            component_type: ComponentType::FileGroup,
-            logical_path: String::new(),
-            name: "data".into(),
-        };
+        let key = file_group(writer_named(&writers, name), "", "data");
         session.add_component(&key).await.unwrap();
         keys.push(key);
     }
-    let set_id = session.start_snapshot_set().await.unwrap();
-    let snapshot = session
-        .add_to_snapshot_set(volume.mount_point().to_str().unwrap(), None)
-        .await
-        .unwrap();
-    session.prepare_for_backup().await.unwrap();
-    session.do_snapshot_set().await.unwrap();
+    let (set_id, snapshots) = snapshot_volumes(&mut session, &[volume.mount_point()]).await;
     for status in session.gather_writer_status().await.unwrap() {
         if keys
             .iter()
@@ -155,11 +127,7 @@ async fn hosted_and_standalone_declared_writers_take_part_in_a_set() {
             );
         }
     }
-    let copy = session
-        .snapshot_properties(snapshot)
-        .await
-        .unwrap()
-        .snapshot_path;
+    let copy = snapshot_path(&mut session, snapshots[0]).await;
     assert_eq!(
         std::fs::read_to_string(copy.join("data/file")).unwrap(),
         "content\n"
@@ -172,11 +140,7 @@ async fn hosted_and_standalone_declared_writers_take_part_in_a_set() {
             record.display()
         );
     }
-    for key in &keys {
-        session.set_backup_succeeded(key, true).await.unwrap();
-    }
-    session.backup_complete().await.unwrap();
-    session.release().await.unwrap();
+    complete(session, &keys).await;
     drop(client);
 
     // SIGTERM: the hosted writers stop before the server does, and the daemon exits cleanly.

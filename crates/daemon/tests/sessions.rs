@@ -1,15 +1,13 @@
 //! Every writer event names the session it belongs to (ROLE-5): the events of one backup share
 //! one session id, and an Identify from another session carries that other session's id.
 
-mod common;
-
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use common::{data_component, full_backup};
 use shadowcopy_metadata::WriterClassId;
 use shadowcopy_metadata::wmd::{Component, FileDescriptor, WriterMetadata};
 use shadowcopy_requester::Client;
+use shadowcopy_test_support::sets::{file_group, full_backup};
 use shadowcopy_test_support::{DaemonProcess, TEST_CONFIG};
 use shadowcopy_writer_sdk::{EventContext, EventKind, HandlerResult, Writer, WriterOptions};
 
@@ -77,7 +75,10 @@ async fn events_name_their_session() {
         .iter()
         .find(|w| w.identity.class_id == class_id)
         .unwrap();
-    backup.add_component(&data_component(wmd)).await.unwrap();
+    backup
+        .add_component(&file_group(wmd, "", "data"))
+        .await
+        .unwrap();
     backup.start_snapshot_set().await.unwrap();
     backup
         .add_to_snapshot_set("/sim/ok/vol", None)

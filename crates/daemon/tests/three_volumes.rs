@@ -4,20 +4,16 @@
 //! sets, the three read-only copies, each exposed, hold the same counter (architecture intent §3:
 //! consistency across volumes comes from the writers' freeze window, BK-SNAP-2, EXP-1).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use common::session_in_context;
-use shadowcopy_metadata::bcd::BackupState;
-use shadowcopy_metadata::enums::{BackupType, SnapshotContext};
+use shadowcopy_metadata::WriterClassId;
 use shadowcopy_metadata::wmd::{Component, FileDescriptor, WriterMetadata};
-use shadowcopy_metadata::{SnapshotId, SnapshotSetId, WriterClassId};
 use shadowcopy_requester::{Client, DeleteTarget, Exposure, SnapshotFilter};
 use shadowcopy_test_support::loop_volume::mounts_at_or_under;
+use shadowcopy_test_support::sets::app_rollback_set;
 use shadowcopy_test_support::{DaemonProcess, FsKind, LoopVolume, MIB};
 use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterOptions};
 
@@ -143,52 +139,6 @@ fn read_counter(dir: &Path) -> u64 {
         .unwrap_or_else(|e| panic!("{} holds {text:?}: {e}", path.display()))
 }
 
-/// One persistent set with writers (APP_ROLLBACK) over `volumes`, made the way `shadowcopy create`
-/// makes it, and released; the writer of `class_id` must have taken part without failing.
-/// Returns the set and its copies in the order of `volumes`.
-async fn make_set(
-    client: &Client,
-    volumes: &[PathBuf],
-    class_id: WriterClassId,
-    round: usize,
-) -> (SnapshotSetId, Vec<SnapshotId>) {
-    let mut session = session_in_context(client, SnapshotContext::AppRollback).await;
-    session
-        .set_backup_state(BackupState {
-            component_mode: false,
-            bootable_system_state: false,
-            backup_type: BackupType::Copy,
-            partial_file_support: false,
-        })
-        .await
-        .unwrap();
-    session.gather_writer_metadata().await.unwrap();
-    let set = session.start_snapshot_set().await.unwrap();
-    let mut snapshots = Vec::new();
-    for volume in volumes {
-        let id = session
-            .add_to_snapshot_set(volume.to_str().unwrap(), None)
-            .await
-            .unwrap();
-        snapshots.push(id);
-    }
-    session.prepare_for_backup().await.unwrap();
-    session.do_snapshot_set().await.unwrap();
-    let statuses = session.gather_writer_status().await.unwrap();
-    let ours = statuses
-        .iter()
-        .find(|s| s.class_id == class_id)
-        .expect("our writer took part");
-    assert!(
-        !ours.state.is_failed(),
-        "round {round}: the writer ended {}",
-        ours.state
-    );
-    session.backup_complete().await.unwrap();
-    session.release().await.unwrap();
-    (set, snapshots)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_volume_sets_hold_one_counter_value() {
     let btrfs_a = LoopVolume::btrfs(256 * MIB).expect("a btrfs loop volume (root, btrfs-progs)");
@@ -223,7 +173,7 @@ async fn three_volume_sets_hold_one_counter_value() {
     let mut previous = 0u64;
     let mut providers_seen = std::collections::BTreeSet::new();
     for round in 0..SETS {
-        let (set, snapshots) = make_set(&client, &volumes, class_id, round).await;
+        let (set, snapshots) = app_rollback_set(&client, &volumes, class_id, round).await;
 
         // Three read-only copies exist, each of its own volume, each exposed.
         let listed = admin

@@ -8,9 +8,12 @@
 //! or ext4 on a loop device of their own, torn down by a guard (architecture intent §8).
 //!
 //! CLI tests run the `shadowcopy` binary against a daemon through [`Cli`] (module [`cli`]).
+//!
+//! Writer and daemon tests drive backup sessions through the requester with [`sets`].
 
 pub mod cli;
 pub mod loop_volume;
+pub mod sets;
 pub mod wait;
 
 pub use cli::Cli;

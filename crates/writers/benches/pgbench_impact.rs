@@ -21,9 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shadowcopy_metadata::WriterMetadata;
-use shadowcopy_metadata::bcd::{BackupState, WriterComponents};
-use shadowcopy_metadata::enums::{BackupType, ComponentType};
-use shadowcopy_requester::{Client, ComponentKey};
+use shadowcopy_metadata::bcd::WriterComponents;
+use shadowcopy_requester::Client;
+use shadowcopy_test_support::sets::{
+    complete, file_group, full_backup, snapshot_volumes, writer_of_class,
+};
 use shadowcopy_test_support::{DaemonProcess, LoopVolume, MIB, TempDir, workspace_binary};
 use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterFailure};
 use shadowcopy_writers::declaration::Declaration;
@@ -301,42 +303,11 @@ async fn main() {
         tokio::time::sleep_until(next.into()).await;
         next += SET_INTERVAL;
         let set_started = Instant::now();
-        let mut session = client.backup_session().await.unwrap();
-        session.initialize_for_backup(None).await.unwrap();
-        session
-            .set_backup_state(BackupState {
-                component_mode: true,
-                bootable_system_state: false,
-                backup_type: BackupType::Full,
-                partial_file_support: false,
-            })
-            .await
-            .unwrap();
-        let writers = session.gather_writer_metadata().await.unwrap();
-        let wmd = writers
-            .iter()
-            .find(|w| w.identity.class_id == decl.class_id)
-            .expect("the writer answers");
-        let key = ComponentKey {
-            writer_instance_id: wmd.identity.instance_id,
-            writer_class_id: decl.class_id,
-            component_type: ComponentType::FileGroup,
-            logical_path: String::new(),
-            name: "bench".into(),
-        };
+        let (mut session, writers) = full_backup(&client).await;
+        let key = file_group(writer_of_class(&writers, decl.class_id), "", "bench");
         session.add_component(&key).await.unwrap();
-        session.start_snapshot_set().await.unwrap();
-        for volume in &volumes {
-            session
-                .add_to_snapshot_set(volume.to_str().unwrap(), None)
-                .await
-                .unwrap();
-        }
-        session.prepare_for_backup().await.unwrap();
-        session.do_snapshot_set().await.unwrap();
-        session.set_backup_succeeded(&key, true).await.unwrap();
-        session.backup_complete().await.unwrap();
-        session.release().await.unwrap();
+        snapshot_volumes(&mut session, &volumes).await;
+        complete(session, &[key]).await;
         set_times.push(set_started.elapsed());
     }
     let measured = measured.await.unwrap();

@@ -1098,6 +1098,23 @@ impl Writer for CgroupWriter {
     }
 }
 
+/// The cgroup a database writer makes for its server: `shadowcopy-<kind>-<writer>` with every
+/// character of the writer name but letters, digits, `-` and `_` replaced by `_`, so the name
+/// is one plain path component.
+pub(crate) fn writer_cgroup_name(kind: &str, writer: &str) -> String {
+    let safe: String = writer
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("shadowcopy-{kind}-{safe}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

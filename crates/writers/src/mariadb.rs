@@ -76,7 +76,7 @@ use shadowcopy_metadata::{WriterClassId, WriterInstanceId, WriterMetadata};
 use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterFailure};
 use tokio::sync::Mutex;
 
-use crate::cgroup::{Freezer, FreezerError, FreezerVersion};
+use crate::cgroup::{Freezer, FreezerError, FreezerVersion, writer_cgroup_name};
 use crate::declaration::{Declaration, DeclarationError};
 
 /// The logical path of the writer's one component (LP-1: top level).
@@ -523,19 +523,10 @@ fn original_cgroup(pid: u32, freezer: &Freezer) -> Option<PathBuf> {
     (!relative.is_empty()).then(|| root.join(relative))
 }
 
-/// A name for our cgroup made of the writer name: one path component of safe characters.
+/// A name for our cgroup made of the writer name: `shadowcopy-mariadb-<name>` (see
+/// [`writer_cgroup_name`]).
 fn cgroup_name(writer: &str) -> String {
-    let safe: String = writer
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("shadowcopy-mariadb-{safe}")
+    writer_cgroup_name("mariadb", writer)
 }
 
 fn server_failure(

@@ -76,8 +76,9 @@ use shadowcopy_metadata::wmd::{Component, FileDescriptor, FileSet, RestoreMethod
 use shadowcopy_metadata::{WriterClassId, WriterMetadata};
 use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterFailure};
 
-use crate::cgroup::Freezer;
+use crate::cgroup::{Freezer, writer_cgroup_name};
 use crate::declaration::{Declaration, DeclarationError};
+use crate::script::lock;
 
 /// How long Freeze waits for the kernel to report every process of the cluster frozen; a
 /// backend stuck in uninterruptible I/O longer than this vetoes the set instead of stretching the
@@ -314,11 +315,6 @@ impl PostgresWriter {
     }
 }
 
-/// Locks a std mutex, ignoring poison (the data is plain state that stays valid).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
-}
-
 /// `/usr/lib/postgresql/<major>/bin/pg_ctl` (the Debian layout) when it exists, else `pg_ctl`.
 fn default_pg_ctl(data: &Path) -> PathBuf {
     let version = std::fs::read_to_string(data.join("PG_VERSION")).unwrap_or_default();
@@ -482,20 +478,9 @@ fn descendants(root: u32) -> Vec<u32> {
     out
 }
 
-/// The cgroup name of a writer: `shadowcopy-postgresql-<name>` with everything but letters,
-/// digits, `-` and `_` replaced.
+/// The cgroup name of a writer: `shadowcopy-postgresql-<name>` (see [`writer_cgroup_name`]).
 fn cgroup_name(name: &str) -> String {
-    let clean: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("shadowcopy-postgresql-{clean}")
+    writer_cgroup_name("postgresql", name)
 }
 
 impl Inner {

@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shadowcopy_metadata::bcd::BackupState;
-use shadowcopy_metadata::enums::{ApplicationLevel, BackupType, ComponentType};
+use shadowcopy_metadata::enums::ApplicationLevel;
 use shadowcopy_metadata::wmd::{Component, FileDescriptor, WriterMetadata};
 use shadowcopy_metadata::{SnapshotId, WriterClassId};
 use shadowcopy_requester::{BackupSession, Client, ComponentKey};
+use shadowcopy_test_support::sets::{file_group, full_backup, start_set, writer_of_class};
 use shadowcopy_test_support::{DaemonProcess, LoopVolume, MIB, TempDir, workspace_binary};
 use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterHandle, WriterOptions};
 use shadowcopy_writers::cgroup::{CgroupWriter, Freezer, FreezerError};
@@ -265,17 +265,7 @@ impl Writer for Probe {
 
 /// The key of the `data` file group of the writer `class_id` among the gathered `writers`.
 fn data_key(writers: &[WriterMetadata], class_id: WriterClassId) -> ComponentKey {
-    let wmd = writers
-        .iter()
-        .find(|w| w.identity.class_id == class_id)
-        .unwrap_or_else(|| panic!("writer {class_id:?} answered Identify: {writers:#?}"));
-    ComponentKey {
-        writer_instance_id: wmd.identity.instance_id,
-        writer_class_id: wmd.identity.class_id,
-        component_type: ComponentType::FileGroup,
-        logical_path: String::new(),
-        name: "data".into(),
-    }
+    file_group(writer_of_class(writers, class_id), "", "data")
 }
 
 /// Everything a set needs: the volume, the app, the daemon, the cgroup writer and the probe.
@@ -429,27 +419,16 @@ impl Rig {
         client: &Client,
         mount: &str,
     ) -> (BackupSession, ComponentKey, SnapshotId) {
-        let mut session = client.backup_session().await.unwrap();
-        session.initialize_for_backup(None).await.unwrap();
-        session
-            .set_backup_state(BackupState {
-                component_mode: true,
-                bootable_system_state: false,
-                backup_type: BackupType::Full,
-                partial_file_support: false,
-            })
-            .await
-            .unwrap();
-        let writers = session.gather_writer_metadata().await.unwrap();
+        let (mut session, writers) = full_backup(client).await;
         let key = data_key(&writers, self.cgroup_class);
         session.add_component(&key).await.unwrap();
         session
             .add_component(&data_key(&writers, self.probe_class))
             .await
             .unwrap();
-        session.start_snapshot_set().await.unwrap();
-        let snapshot = session.add_to_snapshot_set(mount, None).await.unwrap();
+        let (_, snapshots) = start_set(&mut session, &[mount]).await;
         session.prepare_for_backup().await.unwrap();
+        let snapshot = snapshots[0];
         (session, key, snapshot)
     }
 

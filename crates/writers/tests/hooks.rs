@@ -8,11 +8,9 @@ mod declared;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use declared::{App, backup, daemon, lines, registered, wait};
+use declared::{App, backup, client_when_registered, daemon, lines, run_in_process, wait};
 use shadowcopy_metadata::enums::WriterState;
-use shadowcopy_requester::Client;
 use shadowcopy_test_support::{LoopVolume, MIB, TempDir};
-use shadowcopy_writers::declaration::{self, Declaration};
 
 /// Writes an executable hook `name` into `dir` with `body` as its `case "$1"` arms.
 fn hook(dir: &Path, name: &str, freeze: &str, thaw: &str) {
@@ -41,26 +39,6 @@ fn declare(dir: &TempDir, name: &str, hooks: &Path, data: &Path) -> PathBuf {
     )
     .unwrap();
     file
-}
-
-/// Runs the declaration in-process until the returned sender is used or dropped.
-fn run(
-    file: &Path,
-    socket: &Path,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let declaration = Declaration::load(file).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let socket = socket.to_path_buf();
-    let task = tokio::spawn(async move {
-        declaration::run(declaration, &socket, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
-    (stop, task)
 }
 
 fn order(file: &Path) -> Vec<String> {
@@ -113,9 +91,8 @@ async fn qemu_ga_style_hooks_freeze_and_thaw_their_application_around_a_set() {
     let file = declare(&dir, "hooks-app", &hooks, &data);
 
     let daemon = daemon("hooks-writer");
-    let (stop, task) = run(&file, daemon.socket());
-    let client = Client::connect(daemon.socket()).await.unwrap();
-    registered(&client, "hooks-app").await;
+    let (stop, task) = run_in_process(&file, daemon.socket());
+    let client = client_when_registered(&daemon, "hooks-app").await;
 
     let mut done = backup(&client, "hooks-app", "", "data", volume.mount_point()).await;
     let status = done.status().await;
@@ -197,9 +174,8 @@ async fn failing_hook_is_reported_and_frozen_hooks_are_thawed() {
     let file = declare(&dir, "hooks-fail", &hooks, &data);
 
     let daemon = daemon("hooks-fail");
-    let (stop, task) = run(&file, daemon.socket());
-    let client = Client::connect(daemon.socket()).await.unwrap();
-    registered(&client, "hooks-fail").await;
+    let (stop, task) = run_in_process(&file, daemon.socket());
+    let client = client_when_registered(&daemon, "hooks-fail").await;
 
     let mut done = backup(&client, "hooks-fail", "", "data", volume.mount_point()).await;
     let status = done.status().await;

@@ -17,14 +17,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use shadowcopy_metadata::bcd::BackupState;
-use shadowcopy_metadata::enums::{
-    ApplicationLevel, BackupType, FileRestoreStatus, SnapshotAttributes, SnapshotContext,
-    WriterState,
-};
+use shadowcopy_metadata::enums::{ApplicationLevel, FileRestoreStatus, WriterState};
 use shadowcopy_metadata::wmd::{Component, FileDescriptor, WriterMetadata};
-use shadowcopy_metadata::{SnapshotId, SnapshotSetId, WriterClassId};
+use shadowcopy_metadata::{SnapshotSetId, WriterClassId};
 use shadowcopy_requester::{Client, ComponentKey, DeleteTarget};
+use shadowcopy_test_support::sets::{
+    app_rollback_session, complete, full_backup, snapshot_path, snapshot_volumes, writer_of_class,
+};
 use shadowcopy_test_support::{DaemonProcess, LoopVolume, MIB, TempDir, workspace_binary};
 use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterOptions};
 use shadowcopy_writers::declaration::Declaration;
@@ -349,51 +348,12 @@ async fn make_set(
     class_id: WriterClassId,
     round: usize,
 ) -> (SnapshotSetId, [PathBuf; 2]) {
-    let mut session = client.backup_session().await.unwrap();
-    session.initialize_for_backup(None).await.unwrap();
-    session
-        .set_context(SnapshotContext::AppRollback, SnapshotAttributes::empty())
-        .await
-        .unwrap();
-    session
-        .set_backup_state(BackupState {
-            component_mode: false,
-            bootable_system_state: false,
-            backup_type: BackupType::Copy,
-            partial_file_support: false,
-        })
-        .await
-        .unwrap();
-    session.gather_writer_metadata().await.unwrap();
-    let set = session.start_snapshot_set().await.unwrap();
-    let mut ids: Vec<SnapshotId> = Vec::new();
-    for volume in volumes {
-        ids.push(
-            session
-                .add_to_snapshot_set(volume.to_str().unwrap(), None)
-                .await
-                .unwrap(),
-        );
-    }
-    session.prepare_for_backup().await.unwrap();
-    session.do_snapshot_set().await.unwrap();
-    let statuses = session.gather_writer_status().await.unwrap();
-    let ours = statuses
-        .iter()
-        .find(|s| s.class_id == class_id)
-        .expect("the MariaDB writer took part");
-    assert!(
-        !ours.state.is_failed(),
-        "round {round}: the MariaDB writer ended {} ({:?})",
-        ours.state,
-        ours
-    );
+    let (mut session, set, ids) = app_rollback_session(client, &volumes, class_id, round).await;
     let mut paths = Vec::new();
     for id in ids {
-        paths.push(session.snapshot_properties(id).await.unwrap().snapshot_path);
+        paths.push(snapshot_path(&mut session, id).await);
     }
-    session.backup_complete().await.unwrap();
-    session.release().await.unwrap();
+    complete(session, &[]).await;
     (set, [paths[0].clone(), paths[1].clone()])
 }
 
@@ -804,23 +764,8 @@ async fn restore_stops_the_server_and_starts_it_on_the_restored_files() {
     let client = Client::connect(daemon.socket()).await.unwrap();
 
     // A component-mode full backup of the server component (its logs come along, SEL-3).
-    let mut session = client.backup_session().await.unwrap();
-    session.initialize_for_backup(None).await.unwrap();
-    session
-        .set_backup_state(BackupState {
-            component_mode: true,
-            bootable_system_state: false,
-            backup_type: BackupType::Full,
-            partial_file_support: false,
-        })
-        .await
-        .unwrap();
-    let writers = session.gather_writer_metadata().await.unwrap();
-    let stored = writers
-        .iter()
-        .find(|w| w.identity.class_id == class_id)
-        .expect("our writer answered")
-        .clone();
+    let (mut session, writers) = full_backup(&client).await;
+    let stored = writer_of_class(&writers, class_id).clone();
     let server_key = |wmd: &WriterMetadata| {
         ComponentKey::of(
             wmd,
@@ -829,18 +774,8 @@ async fn restore_stops_the_server_and_starts_it_on_the_restored_files() {
         )
     };
     session.add_component(&server_key(&stored)).await.unwrap();
-    session.start_snapshot_set().await.unwrap();
-    let snapshot = session
-        .add_to_snapshot_set(volume.mount_point().to_str().unwrap(), None)
-        .await
-        .unwrap();
-    session.prepare_for_backup().await.unwrap();
-    session.do_snapshot_set().await.unwrap();
-    let copy_root = session
-        .snapshot_properties(snapshot)
-        .await
-        .unwrap()
-        .snapshot_path;
+    let (_, snapshots) = snapshot_volumes(&mut session, &[volume.mount_point()]).await;
+    let copy_root = snapshot_path(&mut session, snapshots[0]).await;
     let media = volume.path("media");
     reflink_copy(&copy_root.join("data"), &media.join("data"));
     reflink_copy(&copy_root.join("logs"), &media.join("logs"));

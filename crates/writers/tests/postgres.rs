@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use shadowcopy_metadata::bcd::BackupState;
-use shadowcopy_metadata::enums::{BackupType, ComponentType};
 use shadowcopy_metadata::{SnapshotId, WriterClassId};
 use shadowcopy_requester::{BackupSession, Client, ComponentKey, DeleteTarget, SnapshotFilter};
+use shadowcopy_test_support::sets::{
+    complete, file_group, full_backup, start_set, writer_of_class,
+};
 use shadowcopy_test_support::{DaemonProcess, LoopVolume, MIB, TempDir, workspace_binary};
 use shadowcopy_writer_sdk::{Writer as _, WriterHandle};
 use shadowcopy_writers::declaration::Declaration;
@@ -310,40 +311,10 @@ async fn snapshot(
     class_id: WriterClassId,
     round: usize,
 ) -> (BackupSession, Vec<SnapshotId>, ComponentKey) {
-    let mut session = client.backup_session().await.unwrap();
-    session.initialize_for_backup(None).await.unwrap();
-    session
-        .set_backup_state(BackupState {
-            component_mode: true,
-            bootable_system_state: false,
-            backup_type: BackupType::Full,
-            partial_file_support: false,
-        })
-        .await
-        .unwrap();
-    let writers = session.gather_writer_metadata().await.unwrap();
-    let wmd = writers
-        .iter()
-        .find(|w| w.identity.class_id == class_id)
-        .expect("the PostgreSQL writer answered Identify");
-    let key = ComponentKey {
-        writer_instance_id: wmd.identity.instance_id,
-        writer_class_id: class_id,
-        component_type: ComponentType::FileGroup,
-        logical_path: String::new(),
-        name: "bench".into(),
-    };
+    let (mut session, writers) = full_backup(client).await;
+    let key = file_group(writer_of_class(&writers, class_id), "", "bench");
     session.add_component(&key).await.unwrap();
-    session.start_snapshot_set().await.unwrap();
-    let mut ids = Vec::new();
-    for volume in volumes {
-        ids.push(
-            session
-                .add_to_snapshot_set(volume.to_str().unwrap(), None)
-                .await
-                .unwrap(),
-        );
-    }
+    let (_, ids) = start_set(&mut session, volumes).await;
     session.prepare_for_backup().await.unwrap();
     session
         .do_snapshot_set()
@@ -361,13 +332,6 @@ async fn snapshot(
         ours.application_message
     );
     (session, ids, key)
-}
-
-/// Ends a backup session: every component saved, BackupComplete, release.
-async fn finish(mut session: BackupSession, key: &ComponentKey) {
-    session.set_backup_succeeded(key, true).await.unwrap();
-    session.backup_complete().await.unwrap();
-    session.release().await.unwrap();
 }
 
 fn btrfs(args: &[&Path], what: &str) {
@@ -525,7 +489,7 @@ async fn twenty_sets_under_pgbench_start_as_consistent_clusters() {
         drop(copy);
         drop((data_copy, wal_copy));
 
-        finish(session, &key).await;
+        complete(session, &[key]).await;
     }
     let elapsed = started.elapsed();
     eprintln!("{SETS} sets with copies checked in {elapsed:?}");

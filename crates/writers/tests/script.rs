@@ -8,12 +8,12 @@ mod declared;
 use std::path::Path;
 use std::time::Duration;
 
-use declared::{App, backup, daemon, env_file, lines, registered, wait};
+use declared::{
+    App, backup, client_when_registered, daemon, env_file, lines, run_in_process, wait,
+};
 use shadowcopy_metadata::codes;
 use shadowcopy_metadata::enums::WriterState;
-use shadowcopy_requester::Client;
 use shadowcopy_test_support::{LoopVolume, MIB, TempDir};
-use shadowcopy_writers::declaration::{self, Declaration};
 
 /// Writes the declaration of a script writer called `name` with the `[script]` lines `commands`
 /// and one component `app\data` holding the application's directory.
@@ -70,8 +70,7 @@ async fn standalone_script_writer_pauses_its_application_for_the_copy() {
         .stderr(std::fs::File::create(dir.join("writer.log")).unwrap())
         .spawn()
         .expect("shadowcopy-writer starts");
-    let client = Client::connect(daemon.socket()).await.unwrap();
-    registered(&client, "script-app").await;
+    let client = client_when_registered(&daemon, "script-app").await;
 
     let mut done = backup(&client, "script-app", "app", "data", volume.mount_point()).await;
     let status = done.status().await;
@@ -168,17 +167,8 @@ async fn failing_freeze_command_fails_the_writer_and_resumes_the_application() {
 
     let daemon = daemon("script-veto");
     // In-process, through the same entry point shadowcopyd uses for hosted writers.
-    let declaration = Declaration::load(&file).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let socket = daemon.socket().to_path_buf();
-    let writer = tokio::spawn(async move {
-        declaration::run(declaration, &socket, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
-    let client = Client::connect(daemon.socket()).await.unwrap();
-    registered(&client, "script-veto").await;
+    let (stop, writer) = run_in_process(&file, daemon.socket());
+    let client = client_when_registered(&daemon, "script-veto").await;
 
     // The veto is advisory (BK-SNAP-7): the set is still made.
     let mut done = backup(&client, "script-veto", "app", "data", volume.mount_point()).await;
@@ -239,17 +229,8 @@ async fn hung_freeze_command_is_killed_and_the_thaw_command_still_runs() {
     let file = declare(&dir, "script-hang", &commands, &data);
 
     let daemon = daemon("script-hang");
-    let declaration = Declaration::load(&file).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let socket = daemon.socket().to_path_buf();
-    let writer = tokio::spawn(async move {
-        declaration::run(declaration, &socket, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
-    let client = Client::connect(daemon.socket()).await.unwrap();
-    registered(&client, "script-hang").await;
+    let (stop, writer) = run_in_process(&file, daemon.socket());
+    let client = client_when_registered(&daemon, "script-hang").await;
 
     let mut done = backup(&client, "script-hang", "app", "data", volume.mount_point()).await;
     let status = done.status().await;

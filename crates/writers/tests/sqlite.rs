@@ -12,12 +12,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::Connection;
-use shadowcopy_metadata::bcd::BackupState;
-use shadowcopy_metadata::enums::{
-    BackupType, FileRestoreStatus, SnapshotAttributes, SnapshotContext, WriterState,
-};
-use shadowcopy_metadata::{SnapshotId, SnapshotSetId, WriterClassId, WriterMetadata};
+use shadowcopy_metadata::WriterMetadata;
+use shadowcopy_metadata::enums::{FileRestoreStatus, WriterState};
 use shadowcopy_requester::{Client, ComponentKey, DeleteTarget, Exposure, SnapshotFilter};
+use shadowcopy_test_support::sets::{
+    app_rollback_set, full_backup, snapshot_path, snapshot_volumes, writer_of_class,
+};
 use shadowcopy_test_support::{DaemonProcess, FsKind, LoopVolume, MIB, TempDir, workspace_binary};
 use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer};
 use shadowcopy_writers::declaration::Declaration;
@@ -266,58 +266,6 @@ fn declare(dir: &TempDir, name: &str, databases: &[(&str, &Path)]) -> Declaratio
     Declaration::load(&file).unwrap()
 }
 
-/// One persistent set with writers (APP_ROLLBACK, as `shadowcopy create` makes it) over
-/// `volumes`; the writer of `class_id` must have taken part without failing.
-async fn make_set(
-    client: &Client,
-    volumes: &[PathBuf],
-    class_id: WriterClassId,
-    round: usize,
-) -> (SnapshotSetId, Vec<SnapshotId>) {
-    let mut session = client.backup_session().await.unwrap();
-    session.initialize_for_backup(None).await.unwrap();
-    session
-        .set_context(SnapshotContext::AppRollback, SnapshotAttributes::empty())
-        .await
-        .unwrap();
-    session
-        .set_backup_state(BackupState {
-            component_mode: false,
-            bootable_system_state: false,
-            backup_type: BackupType::Copy,
-            partial_file_support: false,
-        })
-        .await
-        .unwrap();
-    session.gather_writer_metadata().await.unwrap();
-    let set = session.start_snapshot_set().await.unwrap();
-    let mut snapshots = Vec::new();
-    for volume in volumes {
-        snapshots.push(
-            session
-                .add_to_snapshot_set(volume.to_str().unwrap(), None)
-                .await
-                .unwrap(),
-        );
-    }
-    session.prepare_for_backup().await.unwrap();
-    session.do_snapshot_set().await.unwrap();
-    let statuses = session.gather_writer_status().await.unwrap();
-    let ours = statuses
-        .iter()
-        .find(|s| s.class_id == class_id)
-        .expect("the SQLite writer took part");
-    assert!(
-        !ours.state.is_failed(),
-        "round {round}: the SQLite writer ended {} ({:?})",
-        ours.state,
-        ours.application_message
-    );
-    session.backup_complete().await.unwrap();
-    session.release().await.unwrap();
-    (set, snapshots)
-}
-
 /// Copies the database `name` and whichever sidecars exist from `from` into `to`, as a backup tool
 /// copies the component's file sets out of a shadow copy.
 fn copy_database(from: &Path, name: &str, to: &Path) {
@@ -389,7 +337,7 @@ async fn twenty_sets_under_load_hold_consistent_databases() {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let (set, snapshots) = make_set(&client, &volumes, class_id, round).await;
+        let (set, snapshots) = app_rollback_set(&client, &volumes, class_id, round).await;
         let listed = admin
             .list_snapshots(&SnapshotFilter {
                 set_id: Some(set),
@@ -518,38 +466,13 @@ async fn post_restore_fails_the_component_of_a_damaged_database() {
     let client = Client::connect(daemon.socket()).await.unwrap();
 
     // A component-mode full backup of both databases, copied out of the shadow copy.
-    let mut session = client.backup_session().await.unwrap();
-    session.initialize_for_backup(None).await.unwrap();
-    session
-        .set_backup_state(BackupState {
-            component_mode: true,
-            bootable_system_state: false,
-            backup_type: BackupType::Full,
-            partial_file_support: false,
-        })
-        .await
-        .unwrap();
-    let writers = session.gather_writer_metadata().await.unwrap();
-    let stored = writers
-        .iter()
-        .find(|w| w.identity.class_id == class_id)
-        .expect("our writer answered")
-        .clone();
+    let (mut session, writers) = full_backup(&client).await;
+    let stored = writer_of_class(&writers, class_id).clone();
     for name in ["good", "bad"] {
         session.add_component(&key(&stored, name)).await.unwrap();
     }
-    session.start_snapshot_set().await.unwrap();
-    let snapshot = session
-        .add_to_snapshot_set(volume.mount_point().to_str().unwrap(), None)
-        .await
-        .unwrap();
-    session.prepare_for_backup().await.unwrap();
-    session.do_snapshot_set().await.unwrap();
-    let copy_root = session
-        .snapshot_properties(snapshot)
-        .await
-        .unwrap()
-        .snapshot_path;
+    let (_, snapshots) = snapshot_volumes(&mut session, &[volume.mount_point()]).await;
+    let copy_root = snapshot_path(&mut session, snapshots[0]).await;
     let media = scratch.join("media");
     std::fs::create_dir_all(&media).unwrap();
     for name in ["good.db", "bad.db"] {

@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shadowcopy_metadata::bcd::BackupState;
-use shadowcopy_metadata::enums::{BackupType, ComponentType};
 use shadowcopy_metadata::{SnapshotSetId, WriterMetadata};
 use shadowcopy_requester::{BackupSession, Client, ComponentKey, WriterStatus};
+use shadowcopy_test_support::sets::{
+    complete, file_group, full_backup, snapshot_path, snapshot_volumes, writer_named,
+};
 use shadowcopy_test_support::{DaemonProcess, workspace_binary};
+use shadowcopy_writers::declaration::{self, Declaration};
 
 /// A shell loop appending `n` lines to `log` every 10 ms; killed (after a SIGCONT, in case a
 /// test failed while it was stopped) with its process group on drop.
@@ -94,17 +96,7 @@ pub(crate) fn lines(file: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// Polls `done` every 10 ms until it holds or `limit` passes; the limit only bounds a hang.
-pub(crate) fn wait(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while !done() {
-        if start.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    true
-}
+pub(crate) use shadowcopy_test_support::wait_until as wait;
 
 /// A shadowcopyd with the default configuration (btrfs provider) and short event timeouts.
 pub(crate) fn daemon(name: &str) -> DaemonProcess {
@@ -114,6 +106,34 @@ pub(crate) fn daemon(name: &str) -> DaemonProcess {
         "[events]\nidentify_timeout_s = 20\nprepare_for_backup_timeout_s = 20\n\
          prepare_for_snapshot_timeout_s = 20\nthaw_timeout_s = 20\npost_snapshot_timeout_s = 20\n",
     )
+}
+
+/// Runs the declaration in `file` in-process, through the entry point shadowcopyd uses for
+/// hosted writers, until the returned sender is used or dropped.
+pub(crate) fn run_in_process(
+    file: &Path,
+    socket: &Path,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let declaration = Declaration::load(file).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let socket = socket.to_path_buf();
+    let task = tokio::spawn(async move {
+        declaration::run(declaration, &socket, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    (stop, task)
+}
+
+/// A requester client of `daemon`, once the writer called `name` is registered with it.
+pub(crate) async fn client_when_registered(daemon: &DaemonProcess, name: &str) -> Client {
+    let client = Client::connect(daemon.socket()).await.unwrap();
+    registered(&client, name).await;
+    client
 }
 
 /// Waits until a writer named `name` is registered; returns its status.
@@ -155,42 +175,12 @@ pub(crate) async fn backup(
     name: &str,
     mount: &Path,
 ) -> Backup {
-    let mut session = client.backup_session().await.unwrap();
-    session.initialize_for_backup(None).await.unwrap();
-    session
-        .set_backup_state(BackupState {
-            component_mode: true,
-            bootable_system_state: false,
-            backup_type: BackupType::Full,
-            partial_file_support: false,
-        })
-        .await
-        .unwrap();
-    let writers = session.gather_writer_metadata().await.unwrap();
-    let wmd = writers
-        .into_iter()
-        .find(|w| w.identity.writer_name == writer)
-        .unwrap_or_else(|| panic!("writer {writer} answered Identify"));
-    let key = ComponentKey {
-        writer_instance_id: wmd.identity.instance_id,
-        writer_class_id: wmd.identity.class_id,
-        component_type: ComponentType::FileGroup,
-        logical_path: logical_path.into(),
-        name: name.into(),
-    };
+    let (mut session, writers) = full_backup(client).await;
+    let wmd = writer_named(&writers, writer).clone();
+    let key = file_group(&wmd, logical_path, name);
     session.add_component(&key).await.unwrap();
-    let set_id = session.start_snapshot_set().await.unwrap();
-    let snapshot = session
-        .add_to_snapshot_set(mount.to_str().unwrap(), None)
-        .await
-        .unwrap();
-    session.prepare_for_backup().await.unwrap();
-    session.do_snapshot_set().await.unwrap();
-    let copy = session
-        .snapshot_properties(snapshot)
-        .await
-        .unwrap()
-        .snapshot_path;
+    let (set_id, snapshots) = snapshot_volumes(&mut session, &[mount]).await;
+    let copy = snapshot_path(&mut session, snapshots[0]).await;
     Backup {
         session,
         set_id,
@@ -214,13 +204,8 @@ impl Backup {
     }
 
     /// Marks the component backed up, completes and releases the session.
-    pub(crate) async fn finish(mut self) {
-        self.session
-            .set_backup_succeeded(&self.key, true)
-            .await
-            .unwrap();
-        self.session.backup_complete().await.unwrap();
-        self.session.release().await.unwrap();
+    pub(crate) async fn finish(self) {
+        complete(self.session, &[self.key]).await;
     }
 }
 
