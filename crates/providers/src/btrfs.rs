@@ -70,9 +70,7 @@ use shadowcopy_coordinator::{
     VolumeSupport,
 };
 use shadowcopy_metadata::codes;
-use shadowcopy_metadata::enums::{
-    ProviderType, SnapshotAttributes, SnapshotContext, SnapshotState,
-};
+use shadowcopy_metadata::enums::{ProviderType, SnapshotContext, SnapshotState};
 use shadowcopy_metadata::ids::ProviderId;
 use shadowcopy_metadata::{SnapshotId, SnapshotSetId, VssTimestamp};
 
@@ -442,31 +440,12 @@ impl Provider for BtrfsProvider {
             .values()
             .filter(|e| e.record.volume == volume)
             .count();
-        if of_volume >= MAX_SNAPSHOTS_PER_VOLUME {
-            return Err(ProviderError::new(
-                codes::VSS_E_MAXIMUM_NUMBER_OF_SNAPSHOTS_REACHED,
-                format!(
-                    "btrfs provider: {volume} already has {of_volume} shadow copies, the most a \
-                     volume may have (LIMIT-2); delete some first"
-                ),
-            ));
-        }
+        common::check_room(PROVIDER, volume, of_volume)?;
         let order = index.take_order();
         index.entries.insert(
             snapshot,
             Entry {
-                record: SnapshotRecord {
-                    snapshot_id: snapshot,
-                    set_id: set,
-                    volume: volume.to_string(),
-                    snapshot_path: None,
-                    state: SnapshotState::Preparing,
-                    attributes: context.attributes()
-                        | SnapshotAttributes::NO_AUTORECOVERY
-                        | SnapshotAttributes::DIFFERENTIAL,
-                    created: VssTimestamp::default(),
-                    provider_id: self.info.id,
-                },
+                record: common::preparing_record(set, snapshot, volume, context, self.info.id),
                 order,
                 source: PathBuf::from(volume),
                 dir,

@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use nix::errno::Errno;
 use shadowcopy_coordinator::{DeleteTarget, ProviderError, ProviderStep, SnapshotRecord};
 use shadowcopy_metadata::codes::{self, ErrorCode};
-use shadowcopy_metadata::enums::SnapshotState;
-use shadowcopy_metadata::{SnapshotId, SnapshotSetId};
+use shadowcopy_metadata::enums::{SnapshotAttributes, SnapshotContext, SnapshotState};
+use shadowcopy_metadata::ids::ProviderId;
+use shadowcopy_metadata::{SnapshotId, SnapshotSetId, VssTimestamp};
 
 use crate::catalog::{Catalog, CatalogEntry};
 
@@ -343,4 +344,47 @@ pub(crate) fn unescape_mountinfo(field: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The record of a shadow copy that BeginPrepareSnapshot starts (PROV-ST-1: PREPARING). Every
+/// built-in provider makes copies that are read-only from their first moment (CTX-7: no
+/// auto-recovery window) and share blocks with the original (CTX-8: the provider picks
+/// DIFFERENTIAL when no method is requested).
+pub(crate) fn preparing_record(
+    set: SnapshotSetId,
+    snapshot: SnapshotId,
+    volume: &str,
+    context: SnapshotContext,
+    provider_id: ProviderId,
+) -> SnapshotRecord {
+    SnapshotRecord {
+        snapshot_id: snapshot,
+        set_id: set,
+        volume: volume.to_string(),
+        snapshot_path: None,
+        state: SnapshotState::Preparing,
+        attributes: context.attributes()
+            | SnapshotAttributes::NO_AUTORECOVERY
+            | SnapshotAttributes::DIFFERENTIAL,
+        created: VssTimestamp::default(),
+        provider_id,
+    }
+}
+
+/// LIMIT-2 as a provider sees it: refuses a new copy of `volume`, which already has `existing`.
+pub(crate) fn check_room(
+    provider: &str,
+    volume: &str,
+    existing: usize,
+) -> Result<(), ProviderError> {
+    if existing >= crate::btrfs::MAX_SNAPSHOTS_PER_VOLUME {
+        return Err(ProviderError::new(
+            codes::VSS_E_MAXIMUM_NUMBER_OF_SNAPSHOTS_REACHED,
+            format!(
+                "{provider} provider: {volume} already has {existing} shadow copies, the most a \
+                 volume may have (LIMIT-2); delete some first"
+            ),
+        ));
+    }
+    Ok(())
 }

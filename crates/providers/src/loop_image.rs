@@ -59,9 +59,7 @@ use shadowcopy_coordinator::{
     VolumeSupport,
 };
 use shadowcopy_metadata::codes;
-use shadowcopy_metadata::enums::{
-    ProviderType, SnapshotAttributes, SnapshotContext, SnapshotState,
-};
+use shadowcopy_metadata::enums::{ProviderType, SnapshotContext, SnapshotState};
 use shadowcopy_metadata::ids::ProviderId;
 use shadowcopy_metadata::{SnapshotId, SnapshotSetId, VssTimestamp};
 
@@ -356,18 +354,7 @@ impl Provider for LoopImageProvider {
         index.entries.insert(
             snapshot,
             Entry {
-                record: SnapshotRecord {
-                    snapshot_id: snapshot,
-                    set_id: set,
-                    volume: volume.to_string(),
-                    snapshot_path: None,
-                    state: SnapshotState::Preparing,
-                    attributes: context.attributes()
-                        | SnapshotAttributes::NO_AUTORECOVERY
-                        | SnapshotAttributes::DIFFERENTIAL,
-                    created: VssTimestamp::default(),
-                    provider_id: self.info.id,
-                },
+                record: common::preparing_record(set, snapshot, volume, context, self.info.id),
                 order,
                 loop_volume: found,
                 image,

@@ -83,13 +83,10 @@ use shadowcopy_coordinator::{
     VolumeSupport,
 };
 use shadowcopy_metadata::codes;
-use shadowcopy_metadata::enums::{
-    ProviderType, SnapshotAttributes, SnapshotContext, SnapshotState,
-};
+use shadowcopy_metadata::enums::{ProviderType, SnapshotContext, SnapshotState};
 use shadowcopy_metadata::ids::ProviderId;
 use shadowcopy_metadata::{SnapshotId, SnapshotSetId, VssTimestamp};
 
-use crate::btrfs::MAX_SNAPSHOTS_PER_VOLUME;
 use crate::catalog::{CatalogEntry, RecoveryReport};
 use crate::common::{self, Store, Tracked, lock, unescape_mountinfo};
 use crate::loop_image::ioctl;
@@ -487,31 +484,12 @@ impl Provider for ReflinkProvider {
             .values()
             .filter(|e| e.source == checked.source)
             .count();
-        if of_volume >= MAX_SNAPSHOTS_PER_VOLUME {
-            return Err(ProviderError::new(
-                codes::VSS_E_MAXIMUM_NUMBER_OF_SNAPSHOTS_REACHED,
-                format!(
-                    "reflink provider: {volume} already has {of_volume} shadow copies, the most a \
-                     volume may have (LIMIT-2); delete some first"
-                ),
-            ));
-        }
+        common::check_room(PROVIDER, volume, of_volume)?;
         let order = index.take_order();
         index.entries.insert(
             snapshot,
             Entry {
-                record: SnapshotRecord {
-                    snapshot_id: snapshot,
-                    set_id: set,
-                    volume: volume.to_string(),
-                    snapshot_path: None,
-                    state: SnapshotState::Preparing,
-                    attributes: context.attributes()
-                        | SnapshotAttributes::NO_AUTORECOVERY
-                        | SnapshotAttributes::DIFFERENTIAL,
-                    created: VssTimestamp::default(),
-                    provider_id: self.info.id,
-                },
+                record: common::preparing_record(set, snapshot, volume, context, self.info.id),
                 order,
                 source: checked.source,
                 area: checked.area,
