@@ -14,34 +14,9 @@ use shadowcopy_requester::{Client, DeleteTarget, SnapshotFilter};
 use shadowcopy_test_support::sets::session_in_context;
 use shadowcopy_test_support::{DaemonProcess, LoopVolume, MIB, TEST_CONFIG, TempDir, wait_until};
 
-/// The example plug-in, built for this test run if needed.
-///
-/// `workspace_binary` only finds what cargo built, and `cargo test -p shadowcopy-daemon` does not
-/// build another package's binary; so this asks cargo for it, which does nothing when it is up to
-/// date. Cargo tells the test where it is in `CARGO`.
+/// The example plug-in. `cargo test --workspace` (and `scripts/test.sh`) builds it with every
+/// other binary of the workspace; `workspace_binary` says what to run when it is missing.
 fn copy_provider_binary() -> PathBuf {
-    const PACKAGE: &str = "shadowcopy-example-copy-provider";
-    let cargo = std::env::var_os("CARGO")
-        .or_else(|| option_env!("CARGO").map(Into::into))
-        .unwrap_or_else(|| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
-    let test = std::env::current_exe().unwrap();
-    let profile = test
-        .parent()
-        .and_then(Path::parent)
-        .and_then(Path::file_name)
-        .and_then(|name| name.to_str())
-        .unwrap_or("debug")
-        .to_owned();
-    let mut build = Command::new(cargo);
-    build
-        .args(["build", "--quiet", "-p", PACKAGE, "--manifest-path"])
-        .arg(&manifest);
-    if profile == "release" {
-        build.arg("--release");
-    }
-    let status = build.status().expect("cargo runs");
-    assert!(status.success(), "cargo build -p {PACKAGE} failed");
     shadowcopy_test_support::workspace_binary("shadowcopy-copy-provider")
 }
 
