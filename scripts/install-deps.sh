@@ -16,6 +16,7 @@ runtime_packages=()
 # on loop devices of their own (crates/test-support, LoopVolume; mkfs.ext4 and losetup come with
 # e2fsprogs and util-linux, which every Debian system has).
 test_packages=(btrfs-progs xfsprogs)
+test_packages+=(restic)  # repository tests: restic reads our repositories
 test_packages+=(postgresql)  # PostgreSQL writer tests: initdb, pg_ctl, pgbench, pg_amcheck
 test_packages+=(mariadb-server mariadb-client)  # MariaDB writer tests: mariadb-install-db, mariadbd, the mariadb client
 
