@@ -1098,6 +1098,23 @@ impl Writer for CgroupWriter {
     }
 }
 
+/// Thaws the database writer cgroup `name` (see [`writer_cgroup_name`]) if a run of the writer
+/// that died while the server was frozen left it frozen; a missing cgroup is fine. Database
+/// writers call it when they start, so that a crashed writer never leaves its server frozen until
+/// the next backup (thaw is sacred). Only the writer freezes a cgroup of this name, so thawing it
+/// at start cannot undo someone else's freeze.
+pub(crate) fn thaw_leftover(name: &str) {
+    let Ok(freezer) = Freezer::open(Path::new(name)) else {
+        return;
+    };
+    if freezer.is_frozen().unwrap_or(false) {
+        tracing::warn!(cgroup = %freezer.path().display(), "thawing a cgroup left frozen by an earlier run");
+        if let Err(error) = freezer.thaw() {
+            tracing::error!(%error, "cannot thaw a cgroup left frozen by an earlier run");
+        }
+    }
+}
+
 /// The cgroup a database writer makes for its server: `shadowcopy-<kind>-<writer>` with every
 /// character of the writer name but letters, digits, `-` and `_` replaced by `_`, so the name
 /// is one plain path component.
@@ -1296,5 +1313,23 @@ mod tests {
             source: io::Error::from_raw_os_error(nix::libc::ESRCH),
         };
         assert!(error.to_string().contains("does not exist"), "{error}");
+    }
+
+    /// A database writer's cgroup left frozen by a crashed run is thawed when the writer starts.
+    #[test]
+    fn a_leftover_frozen_writer_cgroup_is_thawed() {
+        let name = writer_cgroup_name("test", &format!("leftover-{}", std::process::id()));
+        let freezer = Freezer::create(&name).expect("root can create a cgroup");
+        freezer
+            .freeze(Duration::from_secs(5))
+            .expect("an empty cgroup freezes")
+            .keep_frozen();
+        assert!(freezer.is_frozen().unwrap());
+        thaw_leftover(&name);
+        let thawed = !freezer.is_frozen().unwrap();
+        freezer.remove().expect("the test cgroup is removed");
+        assert!(thawed, "the leftover freeze was thawed");
+        // A cgroup that does not exist is no error.
+        thaw_leftover("shadowcopy-test-never-made");
     }
 }

@@ -241,6 +241,7 @@ impl MariadbWriter {
     /// `datadir`/`log_dirs`, the server is asked for them now (it must be running); this blocks
     /// the calling thread for that one query.
     pub fn from_declaration(d: &Declaration) -> Result<Self, DeclarationError> {
+        crate::cgroup::thaw_leftover(&cgroup_name(&d.name));
         let settings: MariadbSettings = d.settings()?;
         for (key, dir) in settings
             .datadir

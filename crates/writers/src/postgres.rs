@@ -205,6 +205,7 @@ impl PostgresWriter {
     /// The writer a `kind = "postgresql"` declaration describes. Asks the server for its data
     /// directory and tablespace names when the declaration does not give the directory.
     pub fn from_declaration(d: &Declaration) -> Result<Self, DeclarationError> {
+        crate::cgroup::thaw_leftover(&cgroup_name(&d.name));
         let settings: PostgresSettings = d.settings()?;
         for (key, path) in [
             ("postgresql.socket_dir", Some(&settings.socket_dir)),
