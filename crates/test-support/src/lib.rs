@@ -238,7 +238,7 @@ fn unmount_everything_under(dir: &Path) {
     }
 }
 
-/// A binary of the workspace that `cargo test --workspace` built next to the running test.
+/// A binary of the workspace, built by `cargo build --workspace --bins` next to the running test.
 ///
 /// Panics with what to run when the binary is missing.
 pub fn workspace_binary(name: &str) -> PathBuf {
@@ -251,7 +251,7 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     let binary = profile_dir.join(name);
     assert!(
         binary.exists(),
-        "{} is missing: build it first with `cargo build --workspace` (cargo test --workspace builds it)",
+        "{} is missing: build it first with `cargo build --workspace --bins` (scripts/test.sh does)",
         binary.display()
     );
     binary
