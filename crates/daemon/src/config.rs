@@ -2,6 +2,10 @@
 //!
 //! Every setting has a default, so an absent file means the defaults. Unknown keys are refused,
 //! because a misspelt setting that is silently ignored is worse than a daemon that does not start.
+//!
+//! `shadowcopyd` and an embedding program (the `shadowcopy` CLI running the coordinator in-process)
+//! read the same file with [`DaemonConfig::load`]; both may then override fields, as shadowcopyd's
+//! `--socket` and `--state-dir` do, before handing it to [`crate::Service::start`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,45 +14,45 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// The default configuration file.
-pub(crate) const DEFAULT_CONFIG: &str = "/etc/shadowcopy/shadowcopyd.toml";
+pub const DEFAULT_CONFIG: &str = "/etc/shadowcopy/shadowcopyd.toml";
 
 /// Everything `shadowcopyd.toml` can set.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct DaemonConfig {
+pub struct DaemonConfig {
     /// Where the daemon listens and who may call it.
-    pub(crate) service: ServiceConfig,
+    pub service: ServiceConfig,
     /// Per-account roles (CFG-8).
-    pub(crate) access_control: BTreeMap<String, Role>,
+    pub access_control: BTreeMap<String, Role>,
     /// Limits (CFG-1, CFG-2).
-    pub(crate) limits: LimitsConfig,
+    pub limits: LimitsConfig,
     /// Per-event writer timeouts (CFG-16).
-    pub(crate) events: EventsConfig,
+    pub events: EventsConfig,
     /// Per-writer-class settings, keyed by class id (CFG-9).
-    pub(crate) writers: BTreeMap<String, WriterClassConfig>,
+    pub writers: BTreeMap<String, WriterClassConfig>,
     /// Which providers to load.
-    pub(crate) providers: ProvidersConfig,
+    pub providers: ProvidersConfig,
 }
 
 /// `[service]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct ServiceConfig {
+pub struct ServiceConfig {
     /// The control socket.
-    pub(crate) socket: PathBuf,
+    pub socket: PathBuf,
     /// A group whose members may run requester and admin calls besides root (spec §17).
-    pub(crate) backup_group: Option<String>,
+    pub backup_group: Option<String>,
     /// The provider commit window in milliseconds; 10 s by default (CFG-10). Lowering it is for tests.
-    pub(crate) commit_window_ms: u64,
+    pub commit_window_ms: u64,
     /// Where shadowcopyd keeps what must survive a restart: the providers' catalogs
     /// (`<state_dir>/catalog/`) and the exposure table (`<state_dir>/exposures.json`).
-    pub(crate) state_dir: PathBuf,
+    pub state_dir: PathBuf,
     /// Where shadow copies are exposed when no directory is given (EXP-4): each volume always at
     /// `<expose_dir>/<volume key>`, so that backup tools find it at the same path every time.
-    pub(crate) expose_dir: PathBuf,
+    pub expose_dir: PathBuf,
     /// The directory of writer declarations (`*.toml`) that shadowcopyd hosts in-process
     ///; a missing directory means no hosted writers.
-    pub(crate) writers_dir: PathBuf,
+    pub writers_dir: PathBuf,
 }
 
 impl Default for ServiceConfig {
@@ -67,7 +71,7 @@ impl Default for ServiceConfig {
 /// A role granted to an account (CFG-8: 0 deny, 1 writer, 2 requester, 3 both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum Role {
+pub enum Role {
     /// Neither role.
     Deny,
     /// May register writers.
@@ -81,9 +85,9 @@ pub(crate) enum Role {
 /// `[limits]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct LimitsConfig {
+pub struct LimitsConfig {
     /// Client-accessible shadow copies kept per volume before the oldest is deleted (CFG-1: 1 to 512).
-    pub(crate) max_client_accessible_per_volume: u32,
+    pub max_client_accessible_per_volume: u32,
 }
 
 impl Default for LimitsConfig {
@@ -97,25 +101,25 @@ impl Default for LimitsConfig {
 /// `[events]`: how long a writer may take to answer each event (CFG-16), in seconds.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct EventsConfig {
+pub struct EventsConfig {
     /// Identify.
-    pub(crate) identify_timeout_s: u64,
+    pub identify_timeout_s: u64,
     /// PrepareForBackup.
-    pub(crate) prepare_for_backup_timeout_s: u64,
+    pub prepare_for_backup_timeout_s: u64,
     /// PrepareForSnapshot.
-    pub(crate) prepare_for_snapshot_timeout_s: u64,
+    pub prepare_for_snapshot_timeout_s: u64,
     /// Thaw.
-    pub(crate) thaw_timeout_s: u64,
+    pub thaw_timeout_s: u64,
     /// PostSnapshot.
-    pub(crate) post_snapshot_timeout_s: u64,
+    pub post_snapshot_timeout_s: u64,
     /// BackupComplete.
-    pub(crate) backup_complete_timeout_s: u64,
+    pub backup_complete_timeout_s: u64,
     /// BackupShutdown and Abort.
-    pub(crate) backup_shutdown_timeout_s: u64,
+    pub backup_shutdown_timeout_s: u64,
     /// PreRestore.
-    pub(crate) pre_restore_timeout_s: u64,
+    pub pre_restore_timeout_s: u64,
     /// PostRestore.
-    pub(crate) post_restore_timeout_s: u64,
+    pub post_restore_timeout_s: u64,
 }
 
 impl Default for EventsConfig {
@@ -137,48 +141,48 @@ impl Default for EventsConfig {
 /// `[writers."<class id>"]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct WriterClassConfig {
+pub struct WriterClassConfig {
     /// The longest freeze window this writer class gets; may only lower the writer's own (CFG-9).
-    pub(crate) max_freeze_ms: u64,
+    pub max_freeze_ms: u64,
 }
 
 /// `[providers]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct ProvidersConfig {
+pub struct ProvidersConfig {
     /// Load the btrfs provider: read-only snapshots of btrfs subvolumes (on by default).
-    pub(crate) btrfs: bool,
+    pub btrfs: bool,
     /// Where the btrfs provider keeps its snapshots: a relative path is a directory inside each
     /// volume (default `.shadowcopy`), an absolute path one directory for every volume, which must
     /// then be on the same btrfs file system as the volumes (a snapshot cannot leave it).
-    pub(crate) btrfs_snapshot_dir: PathBuf,
+    pub btrfs_snapshot_dir: PathBuf,
     /// Load the loop-image provider: volumes on loop devices whose image files live on xfs or
     /// btrfs are frozen together and their images cloned (on by default).
-    pub(crate) loop_image: bool,
+    pub loop_image: bool,
     /// Load the reflink file-set provider: directories on btrfs or reflink-enabled xfs are
     /// copied file by file with FICLONE while their writers are frozen (on by default).
-    pub(crate) reflink: bool,
+    pub reflink: bool,
     /// Load the simulated provider, for conformance tests; it claims volumes under `/sim/`.
-    pub(crate) simulated: bool,
+    pub simulated: bool,
     /// How long a provider may take to end its preparation (EndPrepareSnapshots), in seconds.
-    pub(crate) end_prepare_timeout_s: u64,
+    pub end_prepare_timeout_s: u64,
     /// How long a provider may take for any other call, in seconds; the commit window caps
     /// PreCommit to PostCommit anyway (CFG-10).
-    pub(crate) call_timeout_s: u64,
+    pub call_timeout_s: u64,
     /// External provider plug-ins, `[[providers.external]]`: registered after the built-in
     /// providers, in this order (PROV-SEL-1 breaks ties by registration order).
-    pub(crate) external: Vec<ExternalProviderConfig>,
+    pub external: Vec<ExternalProviderConfig>,
 }
 
 /// One `[[providers.external]]` entry: a provider plug-in process serving the Provider service on
 /// its own socket (PROV-REG-1, docs/protocol.md §7).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ExternalProviderConfig {
+pub struct ExternalProviderConfig {
     /// The name the plug-in is known by in logs and messages; unique among external providers.
-    pub(crate) name: String,
+    pub name: String,
     /// The plug-in's socket, an absolute path.
-    pub(crate) socket: PathBuf,
+    pub socket: PathBuf,
 }
 
 impl Default for ProvidersConfig {
@@ -198,7 +202,7 @@ impl Default for ProvidersConfig {
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ConfigError {
+pub enum ConfigError {
     /// The file exists but cannot be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -231,7 +235,7 @@ pub(crate) enum ConfigError {
 
 impl DaemonConfig {
     /// Loads `path`; a missing file gives the defaults, since every setting has one.
-    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -248,7 +252,7 @@ impl DaemonConfig {
     }
 
     /// Parses and checks a configuration text.
-    pub(crate) fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let config: DaemonConfig = toml::from_str(text).map_err(|error| ConfigError::Parse {
             path: path.into(),
             message: error.to_string(),
@@ -351,7 +355,7 @@ impl DaemonConfig {
     }
 
     /// The commit window.
-    pub(crate) fn commit_window(&self) -> Duration {
+    pub fn commit_window(&self) -> Duration {
         Duration::from_millis(self.service.commit_window_ms)
     }
 }
