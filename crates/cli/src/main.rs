@@ -1,9 +1,15 @@
-//! `shadowcopy`: the command-line tool for documents, selections and result codes.
+//! `shadowcopy`: the command-line tool for shadow copies, writers, backups and restores, documents,
+//! selections and result codes.
 
+mod backups;
 mod codes;
+mod coordinator;
 mod daemon;
 mod document;
+mod namespace;
 mod output;
+mod progress;
+mod repo;
 mod select;
 
 use std::process::ExitCode;
@@ -18,7 +24,8 @@ Exit status:
   1  the input was read but breaks a rule (an invalid document, an illegal selection, an unknown
      code), the daemon cannot be reached, or the daemon refused or failed the request; the VSS
      code's name and number (for example VSS_E_OBJECT_NOT_FOUND) and what to do are printed on
-     standard error
+     standard error; `backup` and `restore` also exit 1 when a component was not saved or not
+     restored, and `backups check` when it found a problem
   2  usage error: an unknown option, a missing or conflicting argument
   `create --auto-release --exec COMMAND` exits with COMMAND's exit status once the set was made";
 
@@ -27,7 +34,11 @@ Exit status:
 ///
 /// Commands that talk to the daemon (`writers`, `providers`, `list`, `create`, `delete`, `revert`,
 /// `status`, `expose`, `unexpose`) use the socket given by `--socket` or `SHADOWCOPY_SOCKET`, by
-/// default /run/shadowcopy/shadowcopyd.sock.
+/// default /run/shadowcopy/shadowcopyd.sock. `backup` and `restore` use it too, and when no socket
+/// is named and no daemon answers they run the coordinator themselves (embedded mode).
+///
+/// Backups go into restic repositories: `--repo` or RESTIC_REPOSITORY names one, and the password
+/// comes from RESTIC_PASSWORD, RESTIC_PASSWORD_FILE or a prompt.
 #[derive(Debug, Parser)]
 #[command(
     name = "shadowcopy",
@@ -63,6 +74,11 @@ enum Command {
     Codes(codes::CodesArgs),
     #[command(flatten)]
     Daemon(daemon::DaemonCommand),
+    Backup(backups::BackupArgs),
+    /// List, show and check the backups of a repository.
+    #[command(subcommand)]
+    Backups(backups::BackupsCommand),
+    Restore(backups::RestoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +89,11 @@ fn main() -> ExitCode {
         Command::Select(args) => select::run(args, &out),
         Command::Codes(args) => codes::run(args, &out),
         Command::Daemon(command) => daemon::run(command, &out),
+        Command::Backup(args) => {
+            namespace::enter_private().and_then(|()| backups::backup(args, &out))
+        }
+        Command::Backups(command) => backups::backups(command, &out),
+        Command::Restore(args) => backups::restore(args, &out),
     };
     match result {
         Ok(code) => code,

@@ -13,6 +13,11 @@ impl Output {
         Output { json }
     }
 
+    /// Whether the result is printed as JSON.
+    pub(crate) fn is_json(self) -> bool {
+        self.json
+    }
+
     /// Prints `value` as JSON when asked for JSON, otherwise the text `text()` makes.
     ///
     /// A closed pipe (`shadowcopy codes | head`) is not an error.

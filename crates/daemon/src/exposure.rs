@@ -68,28 +68,6 @@ pub(crate) struct ExposureTable {
     entries: tokio::sync::Mutex<BTreeMap<SnapshotId, Exposure>>,
 }
 
-/// `systemd-escape --path`: the volume's mount point as one path component, so that each volume
-/// has its own stable directory under the expose root ("/srv/db" -> "srv-db", "/" -> "-").
-pub(crate) fn volume_key(volume: &str) -> String {
-    let trimmed: Vec<&str> = volume.split('/').filter(|part| !part.is_empty()).collect();
-    if trimmed.is_empty() {
-        return "-".into();
-    }
-    let path = trimmed.join("/");
-    let mut key = String::with_capacity(path.len());
-    for (i, byte) in path.bytes().enumerate() {
-        match byte {
-            b'/' => key.push('-'),
-            b'.' if i == 0 => key.push_str("\\x2e"),
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b':' | b'_' | b'.' => {
-                key.push(char::from(byte));
-            }
-            other => key.push_str(&format!("\\x{other:02x}")),
-        }
-    }
-    key
-}
-
 fn failure(code: shadowcopy_metadata::codes::ErrorCode, message: String) -> CoordinatorError {
     CoordinatorError::new(code, message)
 }
@@ -294,7 +272,11 @@ impl ExposureTable {
         };
         let (target, default) = match directory {
             Some(directory) => (directory, false),
-            None => (self.expose_dir.join(volume_key(&record.volume)), true),
+            None => (
+                self.expose_dir
+                    .join(shadowcopy_providers::expose::volume_key(&record.volume)),
+                true,
+            ),
         };
         if !target.is_absolute() {
             return Err(failure(
@@ -593,16 +575,6 @@ pub(crate) fn describe(properties: &mut v1::SnapshotProperties, exposure: &Expos
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn volume_keys_escape_like_systemd() {
-        assert_eq!(volume_key("/srv/db"), "srv-db");
-        assert_eq!(volume_key("/"), "-");
-        assert_eq!(volume_key("/srv/db/"), "srv-db");
-        assert_eq!(volume_key("//srv//db"), "srv-db");
-        assert_eq!(volume_key("/var/lib/my-app"), "var-lib-my\\x2dapp");
-        assert_eq!(volume_key("/.hidden/x y"), "\\x2ehidden-x\\x20y");
-    }
 
     fn record(context: SnapshotContext) -> SnapshotRecord {
         SnapshotRecord {

@@ -446,14 +446,61 @@ pub fn is_mounted(target: &Path) -> bool {
     mount_points().iter().any(|mount| mount.as_path() == target)
 }
 
+/// `systemd-escape --path`: a volume's mount point as one path component, so that each volume has
+/// its own stable directory under an expose root ("/srv/db" -> "srv-db", "/" -> "-",
+/// "/var/lib/my-app" -> "var-lib-my\\x2dapp"); distinct volumes never share a key.
+pub fn volume_key(volume: &str) -> String {
+    let trimmed: Vec<&str> = volume.split('/').filter(|part| !part.is_empty()).collect();
+    if trimmed.is_empty() {
+        return "-".into();
+    }
+    let path = trimmed.join("/");
+    let mut key = String::with_capacity(path.len());
+    for (i, byte) in path.bytes().enumerate() {
+        match byte {
+            b'/' => key.push('-'),
+            b'.' if i == 0 => key.push_str("\\x2e"),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b':' | b'_' | b'.' => {
+                key.push(char::from(byte));
+            }
+            other => key.push_str(&format!("\\x{other:02x}")),
+        }
+    }
+    key
+}
+
 /// Every mount point in /proc/self/mountinfo, in mount order.
 pub fn mount_points() -> Vec<PathBuf> {
+    mounts()
+        .into_iter()
+        .map(|mount| mount.mount_point)
+        .collect()
+}
+
+/// One line of /proc/self/mountinfo: where a file system is mounted and its type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// The mount point.
+    pub mount_point: PathBuf,
+    /// The file system type (`btrfs`, `xfs`, `proc`, ...).
+    pub fs_type: String,
+}
+
+/// Every mount of this process's mount namespace, in mount order (proc(5): the mount point is
+/// field 5, the file system type the first field after the ` - ` separator).
+pub fn mounts() -> Vec<MountEntry> {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
     text.lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(std::ffi::OsStr::from_bytes(&unescape(field))))
+        .filter_map(|line| {
+            let field = line.split(' ').nth(4)?;
+            let (_, after) = line.split_once(" - ")?;
+            Some(MountEntry {
+                mount_point: PathBuf::from(std::ffi::OsStr::from_bytes(&unescape(field))),
+                fs_type: after.split(' ').next()?.to_owned(),
+            })
+        })
         .collect()
 }
 
@@ -484,6 +531,16 @@ fn unescape(field: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volume_keys_escape_like_systemd() {
+        assert_eq!(volume_key("/srv/db"), "srv-db");
+        assert_eq!(volume_key("/"), "-");
+        assert_eq!(volume_key("/srv/db/"), "srv-db");
+        assert_eq!(volume_key("//srv//db"), "srv-db");
+        assert_eq!(volume_key("/var/lib/my-app"), "var-lib-my\\x2dapp");
+        assert_eq!(volume_key("/.hidden/x y"), "\\x2ehidden-x\\x20y");
+    }
 
     #[test]
     fn mountinfo_escapes_are_decoded() {

@@ -18,6 +18,7 @@ pub struct Cli {
     binary: PathBuf,
     socket: PathBuf,
     log: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Cli {
@@ -27,7 +28,15 @@ impl Cli {
             binary: binary.as_ref().to_path_buf(),
             socket: daemon.socket().to_path_buf(),
             log: daemon.log.clone(),
+            env: Vec::new(),
         }
+    }
+
+    /// The same binary with `key=value` in the environment of every command (for example
+    /// `RESTIC_PASSWORD` for the backup commands).
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     /// `shadowcopy ARGS --socket SOCKET`, not yet run: for a test that sets the user, pipes or
@@ -35,7 +44,38 @@ impl Cli {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(&self.binary);
         command.args(args).arg("--socket").arg(&self.socket);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
+    }
+
+    /// `shadowcopy ARGS` without `--socket`, for the commands that need no daemon (`backups`,
+    /// `restore --to`), not yet run.
+    pub fn offline_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command.args(args);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    /// Runs an offline `--json` command that must exit 0 and returns the JSON it printed.
+    pub fn offline_json_ok(&self, args: &[&str]) -> serde_json::Value {
+        let output = self
+            .offline_command(args)
+            .output()
+            .expect("the shadowcopy binary runs");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "shadowcopy {args:?} failed\nstdout: {}\nstderr: {}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "shadowcopy {args:?} printed no JSON ({e}): {}",
+                text(&output.stdout)
+            )
+        })
     }
 
     /// Runs `shadowcopy ARGS` to the end and returns what it printed and its status, whatever

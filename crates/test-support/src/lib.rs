@@ -14,6 +14,7 @@
 pub mod cli;
 pub mod loop_volume;
 pub mod sets;
+pub mod tree;
 pub mod wait;
 
 pub use cli::Cli;

@@ -1,0 +1,1379 @@
+//! `shadowcopy restore`: the restore sequence of spec §4 (R1–R9) with the writers, every restore
+//! method of §10, restore targets, alternate location mappings and directed targets, or a private
+//! restore into a directory of the user's choice.
+//!
+//! Where each file goes is decided per component set, after PreRestore (RM-2, RST-PREP-5):
+//! - the restore target the writer left in the BCD wins over the method (RM-3): ALTERNATE uses the
+//!   stored WMD's alternate location mappings, DIRECTED the writer's directed targets (DT-1);
+//! - otherwise the restore method decides: RESTORE_IF_NOT_THERE and RESTORE_IF_CAN_REPLACE check
+//!   the original files and fall back to the alternate mappings; STOP_RESTORE_START restores in
+//!   place once the service is stopped (by its writer in PreRestore, or by the user); the reboot
+//!   methods stage the files and record a pending restore; CUSTOM is refused with the writer's own
+//!   procedure, since only that procedure knows how;
+//! - files no writer owns go back to their original place the conventional way (RST-FILE-2),
+//!   when the whole backup is restored.
+//!
+//! With `--to DIR` the restore is private (NT-1): no writer takes part, every file goes to `DIR`
+//! followed by its original path, and absolute symbolic links that pointed into the backup's
+//! volumes are pointed into `DIR` instead, so the restored copy never refers to live data (a
+//! PostgreSQL cluster whose `pg_wal` links to the live WAL volume would otherwise write into it).
+//!
+//! Nothing is written outside the restore's targets (the backup's volumes, the stored WMD's
+//! alternate locations, the pending-restore area, or `DIR`): the repository refuses trees with
+//! `..`, `/` or duplicate names and never follows a symbolic link below a target, and this module
+//! refuses stored documents whose paths are relative or hold `..`, and tree entries outside the
+//! backup's volumes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use shadowcopy_metadata::BackupComponents;
+use shadowcopy_metadata::codes;
+use shadowcopy_metadata::enums::{FileRestoreStatus, RestoreMethod, RestoreTarget};
+use shadowcopy_metadata::selection::{
+    ComponentSelector, RestoreRequest, RestoreSelection, RestoreWriter, resolve_restore,
+};
+use shadowcopy_metadata::wmd::{AlternateLocationMapping, FileSet, WriterMetadata};
+use shadowcopy_repository::{EntryKind, Repository, RestoreUnit, TreeEntry};
+use shadowcopy_requester::{Client, ComponentKey, RestoreSession, SkipReason, WriterStatus};
+
+use crate::backup::{blocking, now_rfc3339};
+use crate::error::BackupError;
+use crate::progress::{Reporter, RepositoryProgress, Step};
+use crate::stored::StoredBackup;
+
+/// The metadata directory at the root of every backup's tree, never restored as data.
+const METADATA_ROOT: &str = "/.shadowcopy-backup";
+
+/// What to restore, and where.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// The backup: a repository snapshot id or a unique prefix of one.
+    pub backup: String,
+    /// The components to restore; none means the whole backup.
+    pub components: Vec<ComponentSelector>,
+    /// A private restore into this directory instead of the original places (NT-1).
+    pub to: Option<PathBuf>,
+    /// The user has stopped the services of STOP_RESTORE_START writers that are not running.
+    pub services_stopped: bool,
+    /// Where files of the reboot restore methods are staged (the state directory's
+    /// `pending-restores`).
+    pub pending_dir: PathBuf,
+}
+
+/// How the files of one component set were restored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComponentRestore {
+    /// The writer's name.
+    pub writer_name: String,
+    /// The component's full path.
+    pub full_path: String,
+    /// The writer's restore method (RM-1).
+    pub method: RestoreMethod,
+    /// The restore target after PreRestore (RT-1).
+    pub target: RestoreTarget,
+    /// Whether the writer took part.
+    pub writer_involved: bool,
+    /// The file restore status reported to the writer (RST-FILE-3).
+    pub status: FileRestoreStatus,
+    /// Where the files went: original, alternate, directed, pending or the `--to` directory.
+    pub placement: Placement,
+    /// How many files.
+    pub files: u64,
+    /// Why it failed or was not restored, and what to do.
+    pub message: Option<String>,
+}
+
+/// Where a component set's files went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// Their original paths.
+    Original,
+    /// The stored WMD's alternate location mappings (ALT-2); the destinations used.
+    Alternate(Vec<String>),
+    /// The writer's directed targets (DT-1).
+    Directed,
+    /// Staged for the next boot (RESTORE_AT_REBOOT); the staging directory.
+    Pending(String),
+    /// Under the private restore directory.
+    Relocated(String),
+    /// Nowhere.
+    NotRestored,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// The repository snapshot restored from.
+    pub backup: String,
+    /// Every restored component set.
+    pub components: Vec<ComponentRestore>,
+    /// Files no writer owns that were restored (whole restores only).
+    pub unowned_files: u64,
+    /// Files and bytes written in all.
+    pub files: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Absolute symbolic links pointed into the `--to` directory.
+    pub relinked: u64,
+    /// The writers' status after PostRestore.
+    #[serde(skip)]
+    pub writers: Vec<WriterStatus>,
+    /// What the user should know.
+    pub notes: Vec<String>,
+    /// The wall time.
+    #[serde(skip)]
+    pub duration: Duration,
+}
+
+impl RestoreReport {
+    /// Whether every component set was restored.
+    pub fn succeeded(&self) -> bool {
+        self.components
+            .iter()
+            .all(|c| c.status == FileRestoreStatus::All)
+            && self.writers.iter().all(|w| !w.has_failed())
+    }
+}
+
+/// Runs one restore. `client` is needed unless the restore is private (`--to`).
+pub async fn run_restore(
+    client: Option<&Client>,
+    repository: Arc<Repository>,
+    options: &RestoreOptions,
+    reporter: Arc<dyn Reporter>,
+) -> Result<RestoreReport, BackupError> {
+    let started = Instant::now();
+    let (stored, entries) = {
+        let repository = Arc::clone(&repository);
+        let id = options.backup.clone();
+        blocking("read the backup", move || {
+            let stored = StoredBackup::load(&repository, &id)?;
+            let entries = repository.entries(&stored.snapshot.id)?;
+            Ok((stored, entries))
+        })
+        .await?
+    };
+    let layout = Layout::new(&stored, entries)?;
+    let selection = select(&stored, &options.components)?;
+
+    let mut report = RestoreReport {
+        backup: stored.snapshot.id.clone(),
+        components: Vec::new(),
+        unowned_files: 0,
+        files: 0,
+        bytes: 0,
+        relinked: 0,
+        writers: Vec::new(),
+        notes: Vec::new(),
+        duration: Duration::ZERO,
+    };
+    if let Some(dir) = &options.to {
+        private_restore(
+            &repository,
+            &stored,
+            &layout,
+            &selection,
+            options,
+            dir,
+            &reporter,
+            &mut report,
+        )
+        .await?;
+    } else {
+        let client = client.ok_or_else(|| {
+            BackupError::invalid(
+                &codes::E_INVALIDARG,
+                "a restore to the original places needs the coordinator, to run PreRestore and \
+                 PostRestore with the writers",
+            )
+        })?;
+        let mut session = client.restore_session().await?;
+        let result = writer_restore(
+            &mut session,
+            &repository,
+            &stored,
+            &layout,
+            &selection,
+            options,
+            &reporter,
+            &mut report,
+        )
+        .await;
+        // Restores cannot be aborted (BK-ABORT-5); the session is released after PostRestore, or
+        // when a call failed before it.
+        let released = session.release().await;
+        result?;
+        released?;
+    }
+    report.duration = started.elapsed();
+    Ok(report)
+}
+
+/// The components to restore, or `None` for a volume-mode backup.
+fn select(
+    stored: &StoredBackup,
+    components: &[ComponentSelector],
+) -> Result<Option<RestoreSelection>, BackupError> {
+    if !stored.manifest.component_mode {
+        if !components.is_empty() {
+            return Err(BackupError::invalid(
+                &codes::VSS_E_OBJECT_NOT_FOUND,
+                format!(
+                    "backup {} was made in volume mode and has no components; restore it whole, \
+                     or a part of it with --to",
+                    stored.snapshot.id
+                ),
+            ));
+        }
+        return Ok(None);
+    }
+    let request = RestoreRequest {
+        selected: components.to_vec(),
+    };
+    resolve_restore(&stored.bcd, &stored.writers, &request)
+        .map(Some)
+        .map_err(|error| {
+            BackupError::invalid(
+                codes::lookup(error.code().value).unwrap_or(&codes::E_INVALIDARG),
+                format!(
+                    "cannot restore as asked: {error}; `shadowcopy backups show {}` lists the \
+                     components of the backup",
+                    stored.snapshot.id
+                ),
+            )
+        })
+}
+
+/// The backup's tree, checked, with each file's owner.
+struct Layout {
+    /// The recorded volumes, longest first, so that the first containing one is the innermost.
+    volumes: Vec<PathBuf>,
+    /// Every restorable entry (not a directory), by original path.
+    entries: Vec<TreeEntry>,
+    /// Every directory inside the volumes, so that a whole restore brings back empty ones too.
+    dirs: Vec<PathBuf>,
+}
+
+impl Layout {
+    fn new(stored: &StoredBackup, entries: Vec<TreeEntry>) -> Result<Self, BackupError> {
+        let damaged = |message: String| BackupError::Damaged {
+            repo: PathBuf::new(),
+            snapshot: stored.snapshot.id.clone(),
+            message,
+        };
+        let mut volumes = Vec::new();
+        for path in &stored.snapshot.paths {
+            let path = PathBuf::from(path);
+            check_absolute(&path).map_err(|why| damaged(format!("its volume path {why}")))?;
+            volumes.push(path);
+        }
+        volumes.sort_by_key(|v| std::cmp::Reverse(v.components().count()));
+        let mut files = Vec::new();
+        let mut dirs = Vec::new();
+        for entry in entries {
+            if entry.path.starts_with(METADATA_ROOT) {
+                continue;
+            }
+            if !volumes.iter().any(|v| entry.path.starts_with(v)) {
+                // Ancestors of the volumes (`/`, `/srv` of `/srv/db`) are part of every tree.
+                if entry.kind == EntryKind::Dir
+                    && volumes.iter().any(|v| v.starts_with(&entry.path))
+                {
+                    continue;
+                }
+                return Err(damaged(format!(
+                    "its tree holds {}, which lies outside the backup's volumes; it is not \
+                     restored, and neither is anything else of this backup",
+                    entry.path.display()
+                )));
+            }
+            if entry.kind == EntryKind::Dir {
+                dirs.push(entry.path);
+            } else {
+                files.push(entry);
+            }
+        }
+        Ok(Layout {
+            volumes,
+            entries: files,
+            dirs,
+        })
+    }
+
+    /// The innermost volume holding `path`.
+    fn volume_of(&self, path: &Path) -> &Path {
+        self.volumes
+            .iter()
+            .find(|v| path.starts_with(v))
+            .map(PathBuf::as_path)
+            .unwrap_or(Path::new("/"))
+    }
+}
+
+/// `Ok` when `path` is absolute and has no `.` or `..`; otherwise why not.
+fn check_absolute(path: &Path) -> Result<(), String> {
+    if !path.is_absolute() {
+        return Err(format!("{} is not absolute", path.display()));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(format!("{} holds `..` or `.`", path.display()));
+    }
+    Ok(())
+}
+
+/// One component set to restore: a selected component (or restore subcomponent) with the file sets
+/// of every member, and who restores it.
+struct Job<'a> {
+    writer: &'a RestoreWriter,
+    wmd: &'a WriterMetadata,
+    /// The explicit component whose record stands for the set (BCD-9, RT-1).
+    logical_path: String,
+    name: String,
+    file_sets: Vec<FileSet>,
+    /// The files owned by the set.
+    files: Vec<usize>,
+    key: Option<ComponentKey>,
+}
+
+impl Job<'_> {
+    fn full_path(&self) -> String {
+        shadowcopy_metadata::logical_path::full_path(&self.logical_path, &self.name)
+    }
+}
+
+/// The stored WMD of a restore selection's writer (RST-INIT-4).
+fn stored_wmd<'a>(stored: &'a StoredBackup, writer: &RestoreWriter) -> Option<&'a WriterMetadata> {
+    let same: Vec<&WriterMetadata> = stored
+        .writers
+        .iter()
+        .filter(|w| {
+            w.identity.class_id == writer.class_id
+                && w.identity.instance_name == writer.instance_name
+        })
+        .collect();
+    match same.as_slice() {
+        [one] => Some(one),
+        several => several
+            .iter()
+            .copied()
+            .find(|w| w.identity.instance_id == writer.instance_id),
+    }
+}
+
+/// Every file set of every component of every stored WMD, with whether it belongs to a restored
+/// set: a file owned by a component that is not restored is left alone.
+fn jobs<'a>(
+    stored: &'a StoredBackup,
+    layout: &Layout,
+    selection: &'a RestoreSelection,
+) -> Result<(Vec<Job<'a>>, Vec<usize>), BackupError> {
+    let mut jobs = Vec::new();
+    for writer in &selection.writers {
+        let wmd = stored_wmd(stored, writer).ok_or_else(|| BackupError::Damaged {
+            repo: PathBuf::new(),
+            snapshot: stored.snapshot.id.clone(),
+            message: format!(
+                "its BCD names writer `{}` but no stored WMD matches it",
+                writer.writer_name
+            ),
+        })?;
+        for component in &writer.selected {
+            let set_path = component.full_path();
+            let file_sets: Vec<FileSet> = writer
+                .members
+                .iter()
+                .filter(|m| match &m.reason {
+                    shadowcopy_metadata::selection::RestoreReason::Selected => {
+                        m.full_path() == set_path
+                    }
+                    shadowcopy_metadata::selection::RestoreReason::Subcomponent { of } => {
+                        *of == set_path
+                    }
+                    shadowcopy_metadata::selection::RestoreReason::InSetOf { set } => {
+                        *set == set_path
+                            || shadowcopy_metadata::logical_path::is_in_set(set, &set_path)
+                    }
+                })
+                .flat_map(|m| m.files.iter().cloned())
+                .collect();
+            for set in &file_sets {
+                check_absolute(Path::new(&set.path)).map_err(|why| BackupError::Damaged {
+                    repo: PathBuf::new(),
+                    snapshot: stored.snapshot.id.clone(),
+                    message: format!(
+                        "writer `{}` has a file set whose path {why}",
+                        writer.writer_name
+                    ),
+                })?;
+            }
+            jobs.push(Job {
+                writer,
+                wmd,
+                logical_path: component.logical_path.clone(),
+                name: component.name.clone(),
+                file_sets,
+                files: Vec::new(),
+                key: None,
+            });
+        }
+    }
+    let every_set: Vec<FileSet> = stored
+        .writers
+        .iter()
+        .flat_map(|w| &w.components)
+        .flat_map(|c| {
+            c.files
+                .iter()
+                .chain(&c.database_files)
+                .chain(&c.database_log_files)
+        })
+        .map(|d| FileSet {
+            path: d.path.clone(),
+            filespec: d.filespec.clone(),
+            recursive: d.recursive,
+        })
+        .collect();
+    let mut unowned = Vec::new();
+    for (index, entry) in layout.entries.iter().enumerate() {
+        let Some(text) = entry.path.to_str() else {
+            unowned.push(index);
+            continue;
+        };
+        if let Some(job) = jobs
+            .iter_mut()
+            .find(|j| j.file_sets.iter().any(|s| s.contains(text)))
+        {
+            job.files.push(index);
+        } else if !every_set.iter().any(|s| s.contains(text)) {
+            unowned.push(index);
+        }
+    }
+    Ok((jobs, unowned))
+}
+
+/// Where the files of one job go.
+enum Route {
+    Original,
+    Alternate(Vec<AlternateLocationMapping>),
+    Directed,
+    Pending,
+    Refused(String),
+}
+
+/// RM-2 and RT-1 for one component set, after PreRestore.
+fn route(
+    job: &Job<'_>,
+    layout: &Layout,
+    bcd: &BackupComponents,
+    writer_involved: bool,
+    services_stopped: bool,
+) -> (RestoreMethod, RestoreTarget, Route) {
+    let method = job.wmd.restore_method.method;
+    let target = bcd
+        .writer_instance(job.writer.instance_id)
+        .and_then(|w| w.component(&job.logical_path, &job.name))
+        .map_or(RestoreTarget::Original, |r| r.restore_target());
+    let files: Vec<&Path> = job
+        .files
+        .iter()
+        .map(|&i| layout.entries[i].path.as_path())
+        .collect();
+    let mappings = || alternate_mappings(job);
+    let fall_back = |why: String| match mappings() {
+        Some(mappings) => Route::Alternate(mappings),
+        None => Route::Refused(format!(
+            "{why}, and the writer's alternate location mappings do not cover every file set of \
+             the component, so it is not restored (RM-2); free the original files, or restore \
+             with --to DIR"
+        )),
+    };
+    let route = match target {
+        RestoreTarget::Alternate => mappings().map_or_else(
+            || {
+                Route::Refused(
+                    "the writer set the restore target ALTERNATE, but its alternate location \
+                     mappings do not cover every file set of the component (RT-1)"
+                        .to_owned(),
+                )
+            },
+            Route::Alternate,
+        ),
+        RestoreTarget::Directed => Route::Directed,
+        RestoreTarget::Undefined | RestoreTarget::Original | RestoreTarget::OriginalLocation => {
+            match method {
+                RestoreMethod::RestoreIfNotThere => match files.iter().find(|f| exists(f)) {
+                    None => Route::Original,
+                    Some(present) => fall_back(format!(
+                        "RESTORE_IF_NOT_THERE: {} exists",
+                        present.display()
+                    )),
+                },
+                RestoreMethod::RestoreIfCanReplace | RestoreMethod::Undefined => {
+                    match files.iter().find(|f| !replaceable(f)) {
+                        None => Route::Original,
+                        Some(stuck) => fall_back(format!(
+                            "RESTORE_IF_CAN_REPLACE: {} cannot be replaced",
+                            stuck.display()
+                        )),
+                    }
+                }
+                RestoreMethod::StopRestoreStart | RestoreMethod::RestoreStopStart => {
+                    let service = job.wmd.restore_method.service.as_deref().unwrap_or("?");
+                    if writer_involved || services_stopped {
+                        Route::Original
+                    } else {
+                        Route::Refused(format!(
+                            "{method}: the service `{service}` must be stopped before its files \
+                             are replaced, and its writer is not running to do it; stop \
+                             `{service}`, run the restore again with --services-stopped, then \
+                             start it (RM-2)"
+                        ))
+                    }
+                }
+                RestoreMethod::RestoreToAlternateLocation => mappings().map_or_else(
+                    || {
+                        Route::Refused(
+                            "RESTORE_TO_ALTERNATE_LOCATION: the writer's alternate location \
+                             mappings do not cover every file set of the component (RM-2)"
+                                .to_owned(),
+                        )
+                    },
+                    Route::Alternate,
+                ),
+                RestoreMethod::RestoreAtReboot => Route::Pending,
+                RestoreMethod::RestoreAtRebootIfCannotReplace => {
+                    if files.iter().all(|f| replaceable(f)) {
+                        Route::Original
+                    } else {
+                        Route::Pending
+                    }
+                }
+                RestoreMethod::Custom => Route::Refused(format!(
+                    "the writer restores with a CUSTOM procedure that shadowcopy cannot run for \
+                     it: {}; restore the files with --to DIR and follow that procedure",
+                    job.wmd
+                        .restore_method
+                        .user_procedure
+                        .as_deref()
+                        .unwrap_or("its documentation describes it")
+                )),
+            }
+        }
+    };
+    // Reboot-time methods ignore restore targets (RM-3).
+    let route = match (method, route) {
+        (RestoreMethod::RestoreAtReboot, _) => Route::Pending,
+        (_, route) => route,
+    };
+    (method, target, route)
+}
+
+/// The mappings that cover every file set of the job exactly (ALT-2), or `None`.
+fn alternate_mappings(job: &Job<'_>) -> Option<Vec<AlternateLocationMapping>> {
+    let mut used = Vec::new();
+    for set in &job.file_sets {
+        let mapping = job.wmd.alternate_location_mappings.iter().find(|m| {
+            m.source.path.trim_end_matches('/') == set.path.trim_end_matches('/')
+                && m.source.filespec == set.filespec
+                && m.source.recursive == set.recursive
+        })?;
+        if check_absolute(Path::new(&mapping.destination)).is_err() {
+            return None;
+        }
+        used.push(mapping.clone());
+    }
+    (!used.is_empty()).then_some(used)
+}
+
+fn exists(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+/// Whether `path` is present and writable, or absent and creatable (RM-2).
+fn replaceable(path: &Path) -> bool {
+    use nix::unistd::{AccessFlags, access};
+    if exists(path) {
+        return access(path, AccessFlags::W_OK).is_ok();
+    }
+    let mut ancestor = path.parent();
+    while let Some(dir) = ancestor {
+        if exists(dir) {
+            return dir.is_dir() && access(dir, AccessFlags::W_OK).is_ok();
+        }
+        ancestor = dir.parent();
+    }
+    false
+}
+
+/// The restore with the writers (R1–R9).
+#[allow(clippy::too_many_arguments)]
+async fn writer_restore(
+    session: &mut RestoreSession,
+    repository: &Arc<Repository>,
+    stored: &StoredBackup,
+    layout: &Layout,
+    selection: &Option<RestoreSelection>,
+    options: &RestoreOptions,
+    reporter: &Arc<dyn Reporter>,
+    report: &mut RestoreReport,
+) -> Result<(), BackupError> {
+    // R1–R4.
+    session
+        .initialize_for_restore(&stored.bcd, &stored.writers)
+        .await?;
+    reporter.step(Step::GatheringWriters);
+    session.gather_writer_metadata().await?;
+    let empty = RestoreSelection {
+        writers: Vec::new(),
+    };
+    let selection_ref = selection.as_ref().unwrap_or(&empty);
+    let applied = session.apply_restore_selection(selection_ref).await?;
+    for skipped in &applied.skipped {
+        report.notes.push(match skipped.reason {
+            SkipReason::NotRunning => format!(
+                "writer `{}` is not running: its files are restored without it (RST-PREP-2)",
+                skipped.writer_name
+            ),
+            _ => format!(
+                "writer `{}` takes no part in restores: its files are restored without it (RSV-1)",
+                skipped.writer_name
+            ),
+        });
+    }
+    let (mut jobs, unowned) = match selection {
+        Some(selection) => jobs(stored, layout, selection)?,
+        None => (Vec::new(), (0..layout.entries.len()).collect()),
+    };
+    for job in &mut jobs {
+        job.key = applied
+            .selected
+            .iter()
+            .find(|k| {
+                k.writer_class_id == job.writer.class_id
+                    && k.logical_path == job.logical_path
+                    && k.name == job.name
+            })
+            .cloned();
+    }
+
+    // R5–R6.
+    reporter.step(Step::PreparingRestore);
+    session.pre_restore().await?;
+    let statuses = session.gather_writer_status().await?;
+    let bcd = session.backup_components().await?;
+
+    // R7: decide, then copy.
+    let stamp = now_rfc3339().replace(':', "");
+    let pending_root = options.pending_dir.join(format!(
+        "{}-{stamp}",
+        &stored.snapshot.id[..12.min(stored.snapshot.id.len())]
+    ));
+    let mut plan = UnitPlan::default();
+    let mut outcomes = Vec::new();
+    for job in &jobs {
+        let involved = job.key.is_some();
+        let failed_at_pre_restore = statuses
+            .iter()
+            .find(|s| {
+                involved
+                    && job
+                        .key
+                        .as_ref()
+                        .is_some_and(|k| k.writer_instance_id == s.instance_id)
+            })
+            .filter(|s| s.has_failed());
+        let (method, target, route) = route(job, layout, &bcd, involved, options.services_stopped);
+        let route = match failed_at_pre_restore {
+            Some(status) => Route::Refused(format!(
+                "its writer failed in PreRestore ({}{}); nothing of it was restored",
+                status.state,
+                status
+                    .application_message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            )),
+            None => route,
+        };
+        let placement = match &route {
+            Route::Original => {
+                plan.add_original(layout, &job.files, None);
+                Placement::Original
+            }
+            Route::Alternate(mappings) => {
+                plan.add_alternate(layout, &job.files, mappings);
+                Placement::Alternate(mappings.iter().map(|m| m.destination.clone()).collect())
+            }
+            Route::Directed => Placement::Directed,
+            Route::Pending => {
+                plan.add_pending(layout, &job.files, &pending_root);
+                Placement::Pending(pending_root.display().to_string())
+            }
+            Route::Refused(_) => Placement::NotRestored,
+        };
+        outcomes.push((job, method, target, route, placement));
+    }
+    let whole = options.components.is_empty();
+    if whole {
+        plan.add_original(layout, &unowned, None);
+        plan.add_all_dirs(layout, None);
+    }
+    reporter.step(Step::Restoring);
+    let executed = plan
+        .execute(repository, &stored.snapshot.id, reporter)
+        .await;
+    report.files = executed.files;
+    report.bytes = executed.bytes;
+    if whole {
+        report.unowned_files = unowned.len() as u64;
+    }
+
+    // Directed targets (DT-1): each source range written into its destination range.
+    for (job, _, _, route, _) in &outcomes {
+        if matches!(route, Route::Directed) {
+            let result = apply_directed(repository, &stored.snapshot.id, layout, &bcd, job).await;
+            if let Err(error) = result {
+                report.notes.push(format!(
+                    "directed targets of `{}` failed: {error}",
+                    job.full_path()
+                ));
+            }
+        }
+    }
+    if !plan.pending.is_empty() {
+        record_pending(&pending_root, &plan.pending)?;
+        report.notes.push(format!(
+            "files staged in {} replace the originals at the next boot (RESTORE_AT_REBOOT): \
+             `shadowcopy restore --apply-pending` puts them in place",
+            pending_root.display()
+        ));
+    }
+
+    for (job, method, target, route, placement) in outcomes {
+        let failure = match &route {
+            Route::Refused(why) => Some(why.clone()),
+            _ => executed.failure_for(layout, &job.files),
+        };
+        let status = match (&route, &failure) {
+            (Route::Refused(_), _) => FileRestoreStatus::None,
+            (_, Some(_)) => FileRestoreStatus::Failed,
+            _ => FileRestoreStatus::All,
+        };
+        if let Some(key) = &job.key {
+            session.set_file_restore_status(key, status).await?;
+            if let Route::Alternate(mappings) = &route {
+                for mapping in mappings {
+                    session
+                        .add_alternative_location_mapping(
+                            key,
+                            &mapping.source,
+                            &mapping.destination,
+                        )
+                        .await?;
+                }
+            }
+        }
+        report.components.push(ComponentRestore {
+            writer_name: job.writer.writer_name.clone(),
+            full_path: job.full_path(),
+            method,
+            target,
+            writer_involved: job.key.is_some(),
+            status,
+            placement,
+            files: job.files.len() as u64,
+            message: failure,
+        });
+    }
+    if let Some(failure) = &executed.error {
+        report.notes.push(failure.clone());
+    }
+
+    // R8–R9.
+    reporter.step(Step::FinishingRestore);
+    session.post_restore().await?;
+    report.writers = session.gather_writer_status().await?;
+    Ok(())
+}
+
+/// A restore into `dir` without the writers (NT-1): every selected file under `dir` followed by
+/// its original path.
+#[allow(clippy::too_many_arguments)]
+async fn private_restore(
+    repository: &Arc<Repository>,
+    stored: &StoredBackup,
+    layout: &Layout,
+    selection: &Option<RestoreSelection>,
+    options: &RestoreOptions,
+    dir: &Path,
+    reporter: &Arc<dyn Reporter>,
+    report: &mut RestoreReport,
+) -> Result<(), BackupError> {
+    check_absolute(dir).map_err(|why| {
+        BackupError::invalid(
+            &codes::E_INVALIDARG,
+            format!("--to: {why}; give an absolute directory"),
+        )
+    })?;
+    let (jobs, unowned) = match selection {
+        Some(selection) => jobs(stored, layout, selection)?,
+        None => (Vec::new(), (0..layout.entries.len()).collect()),
+    };
+    let whole = options.components.is_empty();
+    let mut plan = UnitPlan::default();
+    for job in &jobs {
+        plan.add_original(layout, &job.files, Some(dir));
+    }
+    if whole {
+        plan.add_original(layout, &unowned, Some(dir));
+        plan.add_all_dirs(layout, Some(dir));
+        report.unowned_files = unowned.len() as u64;
+    }
+    reporter.step(Step::Restoring);
+    let executed = plan
+        .execute(repository, &stored.snapshot.id, reporter)
+        .await;
+    report.files = executed.files;
+    report.bytes = executed.bytes;
+    for job in &jobs {
+        let failure = executed.failure_for(layout, &job.files);
+        report.components.push(ComponentRestore {
+            writer_name: job.writer.writer_name.clone(),
+            full_path: job.full_path(),
+            method: job.wmd.restore_method.method,
+            target: RestoreTarget::Original,
+            writer_involved: false,
+            status: if failure.is_some() {
+                FileRestoreStatus::Failed
+            } else {
+                FileRestoreStatus::All
+            },
+            placement: Placement::Relocated(dir.display().to_string()),
+            files: job.files.len() as u64,
+            message: failure,
+        });
+    }
+    if let Some(failure) = &executed.error {
+        report.notes.push(failure.clone());
+        return Err(BackupError::invalid(
+            &codes::VSS_E_UNEXPECTED,
+            failure.clone(),
+        ));
+    }
+    report.relinked = relink(layout, &plan.restored_symlinks(layout), dir)?;
+    if report.relinked > 0 {
+        report.notes.push(format!(
+            "{} absolute symbolic links that pointed into the backup's volumes now point into {}",
+            report.relinked,
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Points restored absolute symbolic links that lead into the backup's volumes into `dir`.
+fn relink(layout: &Layout, links: &[PathBuf], dir: &Path) -> Result<u64, BackupError> {
+    let mut relinked = 0;
+    for original in links {
+        let restored = under(dir, original);
+        let Ok(target) = std::fs::read_link(&restored) else {
+            continue;
+        };
+        if !target.is_absolute() || !layout.volumes.iter().any(|v| target.starts_with(v)) {
+            continue;
+        }
+        let new_target = under(dir, &target);
+        let temporary = restored.with_file_name(format!(
+            ".{}.shadowcopy-relink",
+            restored.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let io = |action, source| BackupError::Io {
+            action,
+            path: restored.clone(),
+            source,
+        };
+        let _ = std::fs::remove_file(&temporary);
+        std::os::unix::fs::symlink(&new_target, &temporary)
+            .map_err(|e| io("re-point the symbolic link", e))?;
+        std::fs::rename(&temporary, &restored).map_err(|e| io("re-point the symbolic link", e))?;
+        relinked += 1;
+    }
+    Ok(relinked)
+}
+
+/// `dir` followed by the absolute `path`.
+fn under(dir: &Path, path: &Path) -> PathBuf {
+    dir.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+/// DT-1: for every directed target of the component, the source file's ranges are written into the
+/// destination file's ranges. The source file is taken from the backup.
+async fn apply_directed(
+    repository: &Arc<Repository>,
+    snapshot: &str,
+    layout: &Layout,
+    bcd: &BackupComponents,
+    job: &Job<'_>,
+) -> Result<(), BackupError> {
+    let Some(record) = bcd
+        .writer_instance(job.writer.instance_id)
+        .and_then(|w| w.component(&job.logical_path, &job.name))
+    else {
+        return Ok(());
+    };
+    for target in record.directed_targets() {
+        let source = Path::new(&target.source_path).join(&target.source_filename);
+        let destination = Path::new(&target.destination_path).join(&target.destination_filename);
+        for path in [&source, &destination] {
+            check_absolute(path).map_err(|why| {
+                BackupError::invalid(
+                    &codes::E_INVALIDARG,
+                    format!("a directed target's path {why}"),
+                )
+            })?;
+        }
+        let volume = layout.volume_of(&destination).to_path_buf();
+        if !layout.volumes.contains(&volume) || !destination.starts_with(&volume) {
+            return Err(BackupError::invalid(
+                &codes::E_ACCESSDENIED,
+                format!(
+                    "the directed target {} lies outside the backup's volumes and is not written",
+                    destination.display()
+                ),
+            ));
+        }
+        let staging = volume.join(format!(".shadowcopy-directed-{}", std::process::id()));
+        let unit = RestoreUnit {
+            source: source.clone(),
+            destination: staging.clone(),
+            boundary: staging.clone(),
+            filter: None,
+        };
+        {
+            let repository = Arc::clone(repository);
+            let snapshot = snapshot.to_owned();
+            blocking("restore a directed target's source", move || {
+                repository
+                    .restore(&snapshot, &[unit], None)
+                    .map_err(BackupError::from)
+            })
+            .await?;
+        }
+        let staged = staging.join(&target.source_filename);
+        let result = copy_ranges(
+            &staged,
+            &target.source_ranges,
+            &destination,
+            &target.destination_ranges,
+        );
+        let _ = std::fs::remove_dir_all(&staging);
+        result?;
+    }
+    Ok(())
+}
+
+/// Copies `source`'s ranges into `destination`'s ranges (PF-2 syntax, pairwise equal lengths).
+fn copy_ranges(
+    source: &Path,
+    source_ranges: &str,
+    destination: &Path,
+    destination_ranges: &str,
+) -> Result<(), BackupError> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let parse = |text: &str| {
+        parse_ranges(text).map_err(|why| {
+            BackupError::invalid(
+                &codes::E_INVALIDARG,
+                format!("directed target ranges {text:?}: {why}"),
+            )
+        })
+    };
+    let from = parse(source_ranges)?;
+    let to = parse(destination_ranges)?;
+    if from.len() != to.len() || from.iter().zip(&to).any(|(a, b)| a.1 != b.1) {
+        return Err(BackupError::invalid(
+            &codes::E_INVALIDARG,
+            format!(
+                "directed target ranges {source_ranges:?} and {destination_ranges:?} do not pair up \
+                 with equal lengths (DT-1)"
+            ),
+        ));
+    }
+    let io = |action, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BackupError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let mut input = std::fs::File::open(source).map_err(io("open", source))?;
+    let mut output = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags_nofollow()
+        .open(destination)
+        .map_err(io("open", destination))?;
+    for ((from_offset, length), (to_offset, _)) in from.iter().zip(&to) {
+        let mut buffer = vec![0; usize::try_from(*length).unwrap_or(usize::MAX).min(1 << 26)];
+        input
+            .seek(SeekFrom::Start(*from_offset))
+            .map_err(io("seek in", source))?;
+        input.read_exact(&mut buffer).map_err(io("read", source))?;
+        output
+            .seek(SeekFrom::Start(*to_offset))
+            .map_err(io("seek in", destination))?;
+        output
+            .write_all(&buffer)
+            .map_err(io("write", destination))?;
+    }
+    Ok(())
+}
+
+/// `O_NOFOLLOW` for opens that must never go through a symbolic link.
+trait NoFollow {
+    fn custom_flags_nofollow(&mut self) -> &mut Self;
+}
+
+impl NoFollow for std::fs::OpenOptions {
+    fn custom_flags_nofollow(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+    }
+}
+
+/// Parses `offset:length[,offset:length...]` with decimal or `0x` numbers (PF-2).
+pub fn parse_ranges(text: &str) -> Result<Vec<(u64, u64)>, String> {
+    let number = |t: &str| {
+        let t = t.trim();
+        match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+            Some(hex) => u64::from_str_radix(hex, 16),
+            None => t.parse(),
+        }
+        .map_err(|_| format!("{t:?} is not a number"))
+    };
+    text.split(',')
+        .map(|pair| {
+            let (offset, length) = pair
+                .split_once(':')
+                .ok_or_else(|| format!("{pair:?} is not offset:length"))?;
+            Ok((number(offset)?, number(length)?))
+        })
+        .collect()
+}
+
+/// The restore units of one restore, grouped by where their files go.
+#[derive(Default)]
+struct UnitPlan {
+    /// (source, destination, boundary) → the original paths of the files.
+    units: BTreeMap<(PathBuf, PathBuf, PathBuf), BTreeSet<PathBuf>>,
+    /// Staged file → final place, for the pending-restore record.
+    pending: Vec<(PathBuf, PathBuf)>,
+}
+
+/// What executing a [`UnitPlan`] did.
+struct Executed {
+    files: u64,
+    bytes: u64,
+    /// The units that failed: their files, and the error.
+    failed: Vec<(BTreeSet<PathBuf>, String)>,
+    error: Option<String>,
+}
+
+impl Executed {
+    /// The first failure that touched any of `files`.
+    fn failure_for(&self, layout: &Layout, files: &[usize]) -> Option<String> {
+        self.failed.iter().find_map(|(paths, why)| {
+            files
+                .iter()
+                .any(|&i| paths.contains(&layout.entries[i].path))
+                .then(|| why.clone())
+        })
+    }
+}
+
+impl UnitPlan {
+    /// Files back to their original paths, or under `relocated_to`.
+    fn add_original(&mut self, layout: &Layout, files: &[usize], relocated_to: Option<&Path>) {
+        for &index in files {
+            let path = &layout.entries[index].path;
+            let volume = layout.volume_of(path).to_path_buf();
+            let (destination, boundary) = match relocated_to {
+                Some(dir) => (under(dir, &volume), dir.to_path_buf()),
+                None => (volume.clone(), volume.clone()),
+            };
+            self.units
+                .entry((volume, destination, boundary))
+                .or_default()
+                .insert(path.clone());
+        }
+    }
+
+    /// Every directory of the backup's volumes, to their original paths or under `relocated_to`: a
+    /// whole restore brings back empty directories too.
+    fn add_all_dirs(&mut self, layout: &Layout, relocated_to: Option<&Path>) {
+        for path in &layout.dirs {
+            let volume = layout.volume_of(path).to_path_buf();
+            if *path == volume {
+                continue;
+            }
+            let (destination, boundary) = match relocated_to {
+                Some(dir) => (under(dir, &volume), dir.to_path_buf()),
+                None => (volume.clone(), volume.clone()),
+            };
+            self.units
+                .entry((volume, destination, boundary))
+                .or_default()
+                .insert(path.clone());
+        }
+    }
+
+    /// Files to the alternate location of the mapping whose source set holds them (ALT-2).
+    fn add_alternate(
+        &mut self,
+        layout: &Layout,
+        files: &[usize],
+        mappings: &[AlternateLocationMapping],
+    ) {
+        for &index in files {
+            let path = &layout.entries[index].path;
+            let Some(text) = path.to_str() else { continue };
+            if let Some(mapping) = mappings.iter().find(|m| m.source.contains(text)) {
+                let source = PathBuf::from(&mapping.source.path);
+                let destination = PathBuf::from(&mapping.destination);
+                self.units
+                    .entry((source, destination.clone(), destination))
+                    .or_default()
+                    .insert(path.clone());
+            }
+        }
+    }
+
+    /// Files staged under `root` for the next boot.
+    fn add_pending(&mut self, layout: &Layout, files: &[usize], root: &Path) {
+        let staging = root.join("files");
+        for &index in files {
+            let path = &layout.entries[index].path;
+            let volume = layout.volume_of(path).to_path_buf();
+            let destination = under(&staging, &volume);
+            self.pending.push((under(&staging, path), path.clone()));
+            self.units
+                .entry((volume, destination, root.to_path_buf()))
+                .or_default()
+                .insert(path.clone());
+        }
+    }
+
+    /// The symbolic links among the planned files.
+    fn restored_symlinks(&self, layout: &Layout) -> Vec<PathBuf> {
+        let planned: BTreeSet<&PathBuf> = self.units.values().flatten().collect();
+        layout
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Symlink && planned.contains(&e.path))
+            .map(|e| e.path.clone())
+            .collect()
+    }
+
+    /// Restores every unit, one after the other; a failed unit fails its files and the rest go on.
+    async fn execute(
+        &self,
+        repository: &Arc<Repository>,
+        snapshot: &str,
+        reporter: &Arc<dyn Reporter>,
+    ) -> Executed {
+        let mut executed = Executed {
+            files: 0,
+            bytes: 0,
+            failed: Vec::new(),
+            error: None,
+        };
+        for ((source, destination, boundary), files) in &self.units {
+            let relative: BTreeSet<PathBuf> = files
+                .iter()
+                .filter_map(|f| f.strip_prefix(source).ok().map(Path::to_path_buf))
+                .collect();
+            let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+            for file in &relative {
+                let mut ancestor = file.parent();
+                while let Some(dir) = ancestor.filter(|d| !d.as_os_str().is_empty()) {
+                    if !dirs.insert(dir.to_path_buf()) {
+                        break;
+                    }
+                    ancestor = dir.parent();
+                }
+            }
+            let wanted = Arc::new((relative, dirs));
+            let filter: shadowcopy_repository::EntryFilter = {
+                let wanted = Arc::clone(&wanted);
+                Arc::new(move |path: &Path, kind| match kind {
+                    EntryKind::Dir => wanted.1.contains(path) || wanted.0.contains(path),
+                    _ => wanted.0.contains(path),
+                })
+            };
+            let unit = RestoreUnit {
+                source: source.clone(),
+                destination: destination.clone(),
+                boundary: boundary.clone(),
+                filter: Some(filter),
+            };
+            let result = {
+                let repository = Arc::clone(repository);
+                let snapshot = snapshot.to_owned();
+                let progress: Arc<dyn shadowcopy_repository::Progress> =
+                    Arc::new(RepositoryProgress(Arc::clone(reporter)));
+                blocking("restore files", move || {
+                    repository
+                        .restore(&snapshot, &[unit], Some(progress))
+                        .map_err(BackupError::from)
+                })
+                .await
+            };
+            match result {
+                Ok(summary) => {
+                    executed.files += summary.files;
+                    executed.bytes += summary.bytes;
+                }
+                Err(error) => {
+                    let message = format!(
+                        "restoring {} to {} failed: {error}",
+                        source.display(),
+                        destination.display()
+                    );
+                    executed.error.get_or_insert_with(|| message.clone());
+                    executed.failed.push((files.clone(), message));
+                }
+            }
+        }
+        executed
+    }
+}
+
+/// A restore staged for the next boot (RESTORE_AT_REBOOT).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRestore {
+    /// Staged file → the place it replaces.
+    pub files: Vec<(PathBuf, PathBuf)>,
+}
+
+/// The record of a pending restore, in its staging directory.
+const PENDING_FILE: &str = "pending.json";
+
+fn record_pending(root: &Path, files: &[(PathBuf, PathBuf)]) -> Result<(), BackupError> {
+    let record = PendingRestore {
+        files: files.to_vec(),
+    };
+    let path = root.join(PENDING_FILE);
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&record).expect("records serialize"),
+    )
+    .map_err(|source| BackupError::Io {
+        action: "record the pending restore in",
+        path,
+        source,
+    })
+}
+
+/// What `apply_pending` put in place.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AppliedPending {
+    /// The staging directories that were applied and removed.
+    pub restores: Vec<String>,
+    /// The files put in place.
+    pub files: u64,
+}
+
+/// Puts every pending restore under `pending_dir` in place (what runs at boot): each staged file
+/// replaces its original, then the staging directory is removed.
+pub fn apply_pending(pending_dir: &Path) -> Result<AppliedPending, BackupError> {
+    let mut applied = AppliedPending::default();
+    let Ok(entries) = std::fs::read_dir(pending_dir) else {
+        return Ok(applied);
+    };
+    let mut roots: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    roots.sort();
+    for root in roots {
+        let path = root.join(PENDING_FILE);
+        let Ok(text) = std::fs::read(&path) else {
+            continue;
+        };
+        let record: PendingRestore =
+            serde_json::from_slice(&text).map_err(|e| BackupError::Io {
+                action: "read the pending restore",
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?;
+        for (staged, original) in &record.files {
+            if !staged.starts_with(&root) || check_absolute(original).is_err() {
+                continue;
+            }
+            if let Some(parent) = original.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| BackupError::Io {
+                    action: "create",
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+            }
+            move_into_place(staged, original)?;
+            applied.files += 1;
+        }
+        std::fs::remove_dir_all(&root).map_err(|source| BackupError::Io {
+            action: "remove the applied staging directory",
+            path: root.clone(),
+            source,
+        })?;
+        applied.restores.push(root.display().to_string());
+    }
+    Ok(applied)
+}
+
+/// Renames `staged` over `original`, or copies it when they are on different file systems.
+fn move_into_place(staged: &Path, original: &Path) -> Result<(), BackupError> {
+    let io = |action, source| BackupError::Io {
+        action,
+        path: original.to_path_buf(),
+        source,
+    };
+    match std::fs::rename(staged, original) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
+            let temporary = original.with_extension("shadowcopy-pending");
+            std::fs::copy(staged, &temporary).map_err(|e| io("copy the staged file to", e))?;
+            std::fs::rename(&temporary, original)
+                .map_err(|e| io("put the staged file in place as", e))
+        }
+        Err(e) => Err(io("put the staged file in place as", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_in_both_forms() {
+        assert_eq!(
+            parse_ranges("0:5,100:20,0x10:0x2").unwrap(),
+            vec![(0, 5), (100, 20), (16, 2)]
+        );
+        assert!(parse_ranges("5").is_err());
+        assert!(parse_ranges("a:1").is_err());
+    }
+
+    #[test]
+    fn stored_paths_must_be_absolute_and_plain() {
+        assert!(check_absolute(Path::new("/srv/db")).is_ok());
+        assert!(check_absolute(Path::new("srv/db")).is_err());
+        assert!(check_absolute(Path::new("/srv/../etc")).is_err());
+    }
+}
