@@ -425,22 +425,7 @@ fn jobs<'a>(
             });
         }
     }
-    let every_set: Vec<FileSet> = stored
-        .writers
-        .iter()
-        .flat_map(|w| &w.components)
-        .flat_map(|c| {
-            c.files
-                .iter()
-                .chain(&c.database_files)
-                .chain(&c.database_log_files)
-        })
-        .map(|d| FileSet {
-            path: d.path.clone(),
-            filespec: d.filespec.clone(),
-            recursive: d.recursive,
-        })
-        .collect();
+    let every_set = stored_file_sets(stored);
     let mut unowned = Vec::new();
     for (index, entry) in layout.entries.iter().enumerate() {
         let Some(text) = entry.path.to_str() else {
@@ -457,6 +442,49 @@ fn jobs<'a>(
         }
     }
     Ok((jobs, unowned))
+}
+
+/// Every file set of every component of the stored WMDs.
+fn stored_file_sets(stored: &StoredBackup) -> Vec<FileSet> {
+    stored
+        .writers
+        .iter()
+        .flat_map(|w| &w.components)
+        .flat_map(|c| {
+            c.files
+                .iter()
+                .chain(&c.database_files)
+                .chain(&c.database_log_files)
+        })
+        .map(|d| FileSet {
+            path: d.path.clone(),
+            filespec: d.filespec.clone(),
+            recursive: d.recursive,
+        })
+        .collect()
+}
+
+/// The file sets of `job` that are whole directories it alone owns: recursive, every name, with no
+/// other component's file set below them. Such a set is restored as a mirror of the backup, so
+/// that files made after the backup (a newer log segment of a database) do not linger among the
+/// restored ones; a directory shared with another component is restored file by file, so that the
+/// other's data is never deleted.
+fn mirrored_sets(job: &Job<'_>, every_set: &[FileSet]) -> Vec<FileSet> {
+    job.file_sets
+        .iter()
+        .filter(|set| set.recursive && matches!(set.filespec.as_str(), "*" | "*.*"))
+        .filter(|set| {
+            let dir = set.path.trim_end_matches('/');
+            !every_set
+                .iter()
+                .filter(|other| !job.file_sets.contains(other))
+                .any(|other| {
+                    let other = other.path.trim_end_matches('/');
+                    other == dir || other.starts_with(&format!("{dir}/"))
+                })
+        })
+        .cloned()
+        .collect()
 }
 
 /// Where the files of one job go.
@@ -677,6 +705,7 @@ async fn writer_restore(
         &stored.snapshot.id[..12.min(stored.snapshot.id.len())]
     ));
     let mut plan = UnitPlan::default();
+    let every_set = stored_file_sets(stored);
     let mut outcomes = Vec::new();
     for job in &jobs {
         let involved = job.key.is_some();
@@ -705,7 +734,7 @@ async fn writer_restore(
         };
         let placement = match &route {
             Route::Original => {
-                plan.add_original(layout, &job.files, None);
+                plan.add_component(layout, job, &every_set, None);
                 Placement::Original
             }
             Route::Alternate(mappings) => {
@@ -829,8 +858,9 @@ async fn private_restore(
     };
     let whole = options.components.is_empty();
     let mut plan = UnitPlan::default();
+    let every_set = stored_file_sets(stored);
     for job in &jobs {
-        plan.add_original(layout, &job.files, Some(dir));
+        plan.add_component(layout, job, &every_set, Some(dir));
     }
     if whole {
         plan.add_original(layout, &unowned, Some(dir));
@@ -956,6 +986,7 @@ async fn apply_directed(
             destination: staging.clone(),
             boundary: staging.clone(),
             filter: None,
+            mirror: false,
         };
         {
             let repository = Arc::clone(repository);
@@ -1078,14 +1109,16 @@ struct UnitPlan {
     units: BTreeMap<(PathBuf, PathBuf, PathBuf), BTreeSet<PathBuf>>,
     /// Staged file → final place, for the pending-restore record.
     pending: Vec<(PathBuf, PathBuf)>,
+    /// (source, destination, boundary) of whole directories restored as mirrors.
+    mirrors: BTreeSet<(PathBuf, PathBuf, PathBuf)>,
 }
 
 /// What executing a [`UnitPlan`] did.
 struct Executed {
     files: u64,
     bytes: u64,
-    /// The units that failed: their files, and the error.
-    failed: Vec<(BTreeSet<PathBuf>, String)>,
+    /// The units that failed: what they write, and the error.
+    failed: Vec<(Touched, String)>,
     error: Option<String>,
 }
 
@@ -1116,6 +1149,39 @@ impl UnitPlan {
                 .or_default()
                 .insert(path.clone());
         }
+    }
+
+    /// A component set's files to their original paths (or under `relocated_to`): its whole
+    /// directories ([`mirrored_sets`]) as mirrors, the rest file by file.
+    fn add_component(
+        &mut self,
+        layout: &Layout,
+        job: &Job<'_>,
+        every_set: &[FileSet],
+        relocated_to: Option<&Path>,
+    ) {
+        let mirrored = mirrored_sets(job, every_set);
+        let mut rest = Vec::new();
+        for &index in &job.files {
+            let path = &layout.entries[index].path;
+            let text = path.to_str().unwrap_or_default();
+            if !mirrored.iter().any(|set| set.contains(text)) {
+                rest.push(index);
+            }
+        }
+        for set in &mirrored {
+            let source = PathBuf::from(set.path.trim_end_matches('/'));
+            if !layout.dirs.contains(&source) {
+                continue;
+            }
+            let volume = layout.volume_of(&source).to_path_buf();
+            let (destination, boundary) = match relocated_to {
+                Some(dir) => (under(dir, &source), dir.to_path_buf()),
+                None => (source.clone(), volume),
+            };
+            self.mirrors.insert((source, destination, boundary));
+        }
+        self.add_original(layout, &rest, relocated_to);
     }
 
     /// Every directory of the backup's volumes, to their original paths or under `relocated_to`: a
@@ -1179,7 +1245,14 @@ impl UnitPlan {
         layout
             .entries
             .iter()
-            .filter(|e| e.kind == EntryKind::Symlink && planned.contains(&e.path))
+            .filter(|e| e.kind == EntryKind::Symlink)
+            .filter(|e| {
+                planned.contains(&e.path)
+                    || self
+                        .mirrors
+                        .iter()
+                        .any(|(source, _, _)| e.path.starts_with(source))
+            })
             .map(|e| e.path.clone())
             .collect()
     }
@@ -1197,35 +1270,35 @@ impl UnitPlan {
             failed: Vec::new(),
             error: None,
         };
+        // Mirrors first: a directory that is mirrored may also hold directories that the
+        // per-volume units create, and a mirror would delete nothing they restore (they restore
+        // only what the backup holds).
+        let mut work: Vec<(RestoreUnit, Touched)> = self
+            .mirrors
+            .iter()
+            .map(|(source, destination, boundary)| {
+                let unit = RestoreUnit {
+                    source: source.clone(),
+                    destination: destination.clone(),
+                    boundary: boundary.clone(),
+                    filter: None,
+                    mirror: true,
+                };
+                (unit, Touched::Under(source.clone()))
+            })
+            .collect();
         for ((source, destination, boundary), files) in &self.units {
-            let relative: BTreeSet<PathBuf> = files
-                .iter()
-                .filter_map(|f| f.strip_prefix(source).ok().map(Path::to_path_buf))
-                .collect();
-            let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
-            for file in &relative {
-                let mut ancestor = file.parent();
-                while let Some(dir) = ancestor.filter(|d| !d.as_os_str().is_empty()) {
-                    if !dirs.insert(dir.to_path_buf()) {
-                        break;
-                    }
-                    ancestor = dir.parent();
-                }
-            }
-            let wanted = Arc::new((relative, dirs));
-            let filter: shadowcopy_repository::EntryFilter = {
-                let wanted = Arc::clone(&wanted);
-                Arc::new(move |path: &Path, kind| match kind {
-                    EntryKind::Dir => wanted.1.contains(path) || wanted.0.contains(path),
-                    _ => wanted.0.contains(path),
-                })
-            };
             let unit = RestoreUnit {
                 source: source.clone(),
                 destination: destination.clone(),
                 boundary: boundary.clone(),
-                filter: Some(filter),
+                filter: Some(only(source, files)),
+                mirror: false,
             };
+            work.push((unit, Touched::Files(files.clone())));
+        }
+        for (unit, touched) in work {
+            let (source, destination) = (unit.source.clone(), unit.destination.clone());
             let result = {
                 let repository = Arc::clone(repository);
                 let snapshot = snapshot.to_owned();
@@ -1250,11 +1323,48 @@ impl UnitPlan {
                         destination.display()
                     );
                     executed.error.get_or_insert_with(|| message.clone());
-                    executed.failed.push((files.clone(), message));
+                    executed.failed.push((touched, message));
                 }
             }
         }
         executed
+    }
+}
+
+/// A filter that admits exactly `files` (original paths below `source`) and their directories.
+fn only(source: &Path, files: &BTreeSet<PathBuf>) -> shadowcopy_repository::EntryFilter {
+    let relative: BTreeSet<PathBuf> = files
+        .iter()
+        .filter_map(|f| f.strip_prefix(source).ok().map(Path::to_path_buf))
+        .collect();
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    for file in &relative {
+        let mut ancestor = file.parent();
+        while let Some(dir) = ancestor.filter(|d| !d.as_os_str().is_empty()) {
+            if !dirs.insert(dir.to_path_buf()) {
+                break;
+            }
+            ancestor = dir.parent();
+        }
+    }
+    Arc::new(move |path: &Path, kind| match kind {
+        EntryKind::Dir => dirs.contains(path) || relative.contains(path),
+        _ => relative.contains(path),
+    })
+}
+
+/// Which files a restore unit writes, to tell whose restore failed with it.
+enum Touched {
+    Files(BTreeSet<PathBuf>),
+    Under(PathBuf),
+}
+
+impl Touched {
+    fn contains(&self, path: &Path) -> bool {
+        match self {
+            Touched::Files(files) => files.contains(path),
+            Touched::Under(dir) => path.starts_with(dir),
+        }
     }
 }
 

@@ -63,6 +63,12 @@ pub struct RestoreUnit {
     /// Decides per entry, by its path relative to `source` (for a source that is not a directory:
     /// its name), whether it is restored; `false` on a directory leaves out its whole subtree.
     pub filter: Option<EntryFilter>,
+    /// Make the destination exactly the source: entries below the destination that the source
+    /// does not hold are deleted (rustic's `delete`). For restoring a component's whole
+    /// directory as it was backed up, where a file left from after the backup (a newer database
+    /// log segment) would be read as if it belonged to it. Refused together with a filter, which
+    /// would make everything it leaves out a deletion.
+    pub mirror: bool,
 }
 
 impl std::fmt::Debug for RestoreUnit {
@@ -72,6 +78,7 @@ impl std::fmt::Debug for RestoreUnit {
             .field("destination", &self.destination)
             .field("boundary", &self.boundary)
             .field("filter", &self.filter.is_some())
+            .field("mirror", &self.mirror)
             .finish()
     }
 }
@@ -165,6 +172,13 @@ impl Restorer<'_> {
                 )));
             }
         }
+        if unit.mirror && unit.filter.is_some() {
+            return Err(self.invalid(format!(
+                "restore unit {} mirrors its source and has a filter, which would delete \
+                 everything the filter leaves out; mirror only whole subtrees",
+                unit.source.display()
+            )));
+        }
         if !unit.destination.starts_with(&unit.boundary) {
             return Err(RepositoryError::UnsafeDestination {
                 path: unit.destination.clone(),
@@ -242,10 +256,12 @@ impl Restorer<'_> {
         ))?;
         // Numeric owners, as restic restores them (names could map to other accounts here);
         // existing files are verified chunk by chunk rather than trusted by size and mtime, so a
-        // file damaged in place is repaired; nothing at the destination is deleted.
+        // file damaged in place is repaired; nothing at the destination is deleted unless the unit
+        // mirrors its source.
         let opts = RestoreOptions::default()
             .numeric_id(true)
-            .verify_existing(true);
+            .verify_existing(true)
+            .delete(unit.mirror);
         let action = format!(
             "restore {} of snapshot {} to {}",
             unit.source.display(),

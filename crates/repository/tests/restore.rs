@@ -30,6 +30,7 @@ fn unit(source: &Path, destination: &Path, boundary: &Path) -> RestoreUnit {
         destination: destination.to_path_buf(),
         boundary: boundary.to_path_buf(),
         filter: None,
+        mirror: false,
     }
 }
 
@@ -507,6 +508,51 @@ fn hostile_destinations_are_refused_and_links_in_the_way_are_replaced_not_follow
         "{err:?}"
     );
     assert!(dest2.join("a.txt/precious").is_dir());
+}
+
+/// A mirroring unit makes the destination exactly the backed-up directory: files and directories
+/// made after the backup are deleted, a symlink that was planted in it is removed without touching
+/// what it points to, and a mirror with a filter is refused.
+#[test]
+fn mirroring_units_delete_what_the_backup_does_not_hold_and_nothing_outside() {
+    let tmp = TempDir::new("repo-mirror");
+    let src = tmp.join("src");
+    fs::create_dir_all(src.join("wal")).unwrap();
+    fs::write(src.join("base.dat"), b"backed up").unwrap();
+    fs::write(src.join("wal/0001"), b"segment 1").unwrap();
+    let repo = Repository::open_or_init(&tmp.join("repo"), Password::new(PASSWORD)).unwrap();
+    let tags = tags();
+    let volumes = [volume("/db", &src)];
+    let id = repo
+        .backup(&request(&volumes, &tags, &[]))
+        .unwrap()
+        .snapshot_id;
+
+    let outside = tmp.join("outside");
+    fs::create_dir_all(outside.join("keep")).unwrap();
+    fs::write(outside.join("keep/file"), b"outside").unwrap();
+    let live = tmp.join("live");
+    fs::create_dir_all(live.join("wal")).unwrap();
+    fs::create_dir_all(live.join("later/deep")).unwrap();
+    fs::write(live.join("base.dat"), b"changed after the backup").unwrap();
+    fs::write(live.join("wal/0002"), b"segment written after the backup").unwrap();
+    fs::write(live.join("later/deep/x"), b"new").unwrap();
+    symlink(outside.join("keep"), live.join("planted")).unwrap();
+
+    let mut mirror = unit(Path::new("/db"), &live, &live);
+    mirror.mirror = true;
+    repo.restore(&id, &[mirror], None).unwrap();
+    assert_same_tree(&src, &live);
+    assert_eq!(fs::read(outside.join("keep/file")).unwrap(), b"outside");
+
+    let mut filtered = unit(Path::new("/db"), &live, &live);
+    filtered.mirror = true;
+    filtered.filter = Some(std::sync::Arc::new(|_: &Path, _| true));
+    let err = repo.restore(&id, &[filtered], None).unwrap_err();
+    assert!(
+        matches!(err, RepositoryError::InvalidInput { .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
