@@ -1111,6 +1111,10 @@ struct UnitPlan {
     pending: Vec<(PathBuf, PathBuf)>,
     /// (source, destination, boundary) of whole directories restored as mirrors.
     mirrors: BTreeSet<(PathBuf, PathBuf, PathBuf)>,
+    /// The backup's volumes that files go back to: each must exist here. A restore never creates
+    /// a volume's mount point: a missing one means the volume is not mounted, and the files would
+    /// land on whatever file system holds its parent.
+    volumes_in_place: BTreeSet<PathBuf>,
 }
 
 /// What executing a [`UnitPlan`] did.
@@ -1142,7 +1146,10 @@ impl UnitPlan {
             let volume = layout.volume_of(path).to_path_buf();
             let (destination, boundary) = match relocated_to {
                 Some(dir) => (under(dir, &volume), dir.to_path_buf()),
-                None => (volume.clone(), volume.clone()),
+                None => {
+                    self.volumes_in_place.insert(volume.clone());
+                    (volume.clone(), volume.clone())
+                }
             };
             self.units
                 .entry((volume, destination, boundary))
@@ -1177,7 +1184,10 @@ impl UnitPlan {
             let volume = layout.volume_of(&source).to_path_buf();
             let (destination, boundary) = match relocated_to {
                 Some(dir) => (under(dir, &source), dir.to_path_buf()),
-                None => (source.clone(), volume),
+                None => {
+                    self.volumes_in_place.insert(volume.clone());
+                    (source.clone(), volume)
+                }
             };
             self.mirrors.insert((source, destination, boundary));
         }
@@ -1194,7 +1204,10 @@ impl UnitPlan {
             }
             let (destination, boundary) = match relocated_to {
                 Some(dir) => (under(dir, &volume), dir.to_path_buf()),
-                None => (volume.clone(), volume.clone()),
+                None => {
+                    self.volumes_in_place.insert(volume.clone());
+                    (volume.clone(), volume.clone())
+                }
             };
             self.units
                 .entry((volume, destination, boundary))
@@ -1299,6 +1312,18 @@ impl UnitPlan {
         }
         for (unit, touched) in work {
             let (source, destination) = (unit.source.clone(), unit.destination.clone());
+            if self.volumes_in_place.contains(&unit.boundary) && !unit.boundary.is_dir() {
+                let message = format!(
+                    "the backup's volume {} does not exist on this host, so {} is not restored: \
+                     mount the volume (or recreate its directory) and restore again, or restore \
+                     with --to DIR",
+                    unit.boundary.display(),
+                    source.display()
+                );
+                executed.error.get_or_insert_with(|| message.clone());
+                executed.failed.push((touched, message));
+                continue;
+            }
             let result = {
                 let repository = Arc::clone(repository);
                 let snapshot = snapshot.to_owned();
