@@ -139,17 +139,28 @@ pub async fn run_backup(
         .await?
     };
 
+    // Provider names for the manifest; a daemon that cannot list them still makes backups.
+    let provider_names: Vec<(String, String)> = client
+        .admin()
+        .list_providers()
+        .await
+        .map(|providers| {
+            providers
+                .into_iter()
+                .map(|p| (p.id.to_string(), p.name))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut session = client.backup_session().await?;
-    let result = drive(
-        &mut session,
-        &repository,
+    let context = Context {
+        repository: &repository,
         options,
         component_mode,
-        &history,
-        &reporter,
-        started_at,
-    )
-    .await;
+        history: &history,
+        reporter: &reporter,
+        provider_names: &provider_names,
+    };
+    let result = drive(&mut session, &context, started_at).await;
     match result {
         Ok(mut report) => {
             session.release().await?;
@@ -183,15 +194,30 @@ impl<E: Into<BackupError>> From<E> for Failure {
     }
 }
 
+/// What one backup works with besides its session.
+struct Context<'a> {
+    repository: &'a Arc<Repository>,
+    options: &'a BackupOptions,
+    component_mode: bool,
+    history: &'a [SnapshotSummary],
+    reporter: &'a Arc<dyn Reporter>,
+    /// (provider id, provider name) of the daemon's providers.
+    provider_names: &'a [(String, String)],
+}
+
 async fn drive(
     session: &mut BackupSession,
-    repository: &Arc<Repository>,
-    options: &BackupOptions,
-    component_mode: bool,
-    history: &[SnapshotSummary],
-    reporter: &Arc<dyn Reporter>,
+    context: &Context<'_>,
     started_at: String,
 ) -> Result<BackupReport, Failure> {
+    let Context {
+        repository,
+        options,
+        component_mode,
+        history,
+        reporter,
+        provider_names,
+    } = *context;
     let mut notes = Vec::new();
     // B1–B5.
     session.initialize_for_backup(None).await?;
@@ -289,7 +315,14 @@ async fn drive(
                 let copy = ReadableCopy::open(&properties, &options.runtime_dir)?;
                 let root = copy.root.clone();
                 readable.push(copy);
-                (root, properties.provider_id.map(|p| p.to_string()))
+                let provider = properties.provider_id.map(|id| {
+                    let id = id.to_string();
+                    provider_names
+                        .iter()
+                        .find(|(known, _)| *known == id)
+                        .map_or(id, |(_, name)| name.clone())
+                });
+                (root, provider)
             }
             None => (PathBuf::from(volume), None),
         };

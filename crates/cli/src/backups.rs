@@ -319,9 +319,9 @@ pub(crate) fn backups(command: BackupsCommand, out: &Output) -> anyhow::Result<E
                         b.tagged.components.join(", ")
                     };
                     text.push_str(&format!(
-                        "{:<12}  {:<25}  {:<12}  {what}\n",
+                        "{:<12}  {:<20}  {:<12}  {what}\n",
                         &b.snapshot.id[..12.min(b.snapshot.id.len())],
-                        b.snapshot.time,
+                        to_seconds(&b.snapshot.time),
                         b.tagged
                             .backup_type
                             .map(manifest::type_tag)
@@ -387,6 +387,17 @@ pub(crate) fn backups(command: BackupsCommand, out: &Output) -> anyhow::Result<E
     }
 }
 
+/// An RFC 3339 time without its fraction of a second, for tables: `2026-12-07T04:27:48Z`.
+fn to_seconds(time: &str) -> String {
+    match time.split_once('.') {
+        Some((seconds, rest)) => {
+            let zone = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+            format!("{seconds}{zone}")
+        }
+        None => time.to_owned(),
+    }
+}
+
 fn show_json(backup: &StoredBackup) -> Value {
     let m = &backup.manifest;
     json!({
@@ -415,7 +426,7 @@ fn show_text(backup: &StoredBackup) -> String {
     let mut text = format!(
         "backup {}\n  time: {} on {}\n  type: {}{}\n  mode: {}\n",
         backup.snapshot.id,
-        backup.snapshot.time,
+        to_seconds(&backup.snapshot.time),
         m.hostname,
         m.backup_type,
         m.base
@@ -632,4 +643,21 @@ fn restore_text(report: &RestoreReport) -> String {
         text.push_str(&format!("  note: {note}\n"));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_times_drop_the_fraction_and_keep_the_zone() {
+        assert_eq!(
+            to_seconds("2026-12-07T04:27:48.552713316Z"),
+            "2026-12-07T04:27:48Z"
+        );
+        assert_eq!(
+            to_seconds("2026-12-07T04:27:48+01:00"),
+            "2026-12-07T04:27:48+01:00"
+        );
+    }
 }
