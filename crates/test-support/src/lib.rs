@@ -10,9 +10,12 @@
 //! CLI tests run the `shadowcopy` binary against a daemon through [`Cli`] (module [`cli`]).
 //!
 //! Writer and daemon tests drive backup sessions through the requester with [`sets`].
+//!
+//! PostgreSQL writer and backup tests run a private cluster on two loop volumes with [`postgres`].
 
 pub mod cli;
 pub mod loop_volume;
+pub mod postgres;
 pub mod sets;
 pub mod tree;
 pub mod wait;

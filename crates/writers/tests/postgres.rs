@@ -6,16 +6,19 @@
 //! stops the cluster, the files go back, PostRestore starts it and waits for recovery.
 //!
 //! Needs root, btrfs-progs and PostgreSQL (`scripts/install-deps.sh`), and `shadowcopyd` built
-//! (`cargo build -p shadowcopy-daemon`). Every server runs as `postgres` on its own port and
-//! socket directory, and is stopped by a guard when the test fails.
+//! (`cargo build -p shadowcopy-daemon`). The cluster fixture is `shadowcopy_test_support::postgres`:
+//! every server runs as `postgres` on its own port and socket directory, and is stopped by a guard
+//! when the test fails.
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shadowcopy_metadata::{SnapshotId, WriterClassId};
 use shadowcopy_requester::{BackupSession, Client, ComponentKey, DeleteTarget, SnapshotFilter};
+use shadowcopy_test_support::postgres::{
+    Fixture, Server, Workload, assert_balanced, check, chown_postgres, fixture,
+};
 use shadowcopy_test_support::sets::{
     complete, file_group, full_backup, start_set, writer_of_class,
 };
@@ -27,266 +30,13 @@ use shadowcopy_writers::postgres::PostgresWriter;
 /// How many consecutive sets (the issue asks for 20).
 const SETS: usize = 20;
 
-/// The PostgreSQL binaries: the newest `/usr/lib/postgresql/<major>/bin` with `initdb`.
-fn bindir() -> PathBuf {
-    let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL is installed (apt-get install postgresql; scripts/install-deps.sh)")
-        .flatten()
-        .filter_map(|e| {
-            let major = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").is_file().then_some((major, bin))
-        })
-        .collect();
-    dirs.sort();
-    dirs.pop().expect("a PostgreSQL server with initdb").1
-}
-
-/// A port no one listens on now (the servers listen only on their Unix socket, whose name the
-/// port gives, so a clash could only come from another test's server).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn check(output: Output, what: &str) -> String {
-    assert!(
-        output.status.success(),
-        "{what} failed with {}: {}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Runs a PostgreSQL program as the `postgres` user (servers never run as root).
-fn as_postgres(program: &Path) -> Command {
-    let mut command = Command::new("runuser");
-    command
-        .args(["-u", "postgres", "--"])
-        .arg(program)
-        .current_dir("/")
-        .stdin(Stdio::null());
-    command
-}
-
-fn chown_postgres(path: &Path) {
-    check(
-        Command::new("chown")
-            .arg("postgres:postgres")
-            .arg(path)
-            .output()
-            .unwrap(),
-        "chown",
-    );
-}
-
-/// A directory `postgres` owns, mode 0700 (what initdb and the server want).
-fn postgres_dir(path: &Path) -> PathBuf {
-    std::fs::create_dir_all(path).unwrap();
-    chown_postgres(path);
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).unwrap();
-    path.to_owned()
-}
-
-/// Lets `postgres` reach into a loop volume, whose private directory is 0700.
-fn open_volume(volume: &LoopVolume) {
-    let parent = volume.mount_point().parent().unwrap();
-    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(volume.mount_point(), std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-/// A running server on a data directory; stopped (immediately, then killed) on drop.
-struct Server {
-    bin: PathBuf,
-    data: PathBuf,
-    socket_dir: PathBuf,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Server {
-    /// Starts the cluster in `data` on its own port and socket directory (given on the command
-    /// line, so that a copy of a cluster does not take the original's).
-    fn start(bin: &Path, data: &Path, socket_dir: &Path, log: &Path) -> Server {
-        let server = Server {
-            bin: bin.to_owned(),
-            data: data.to_owned(),
-            socket_dir: socket_dir.to_owned(),
-            port: free_port(),
-            log: log.to_owned(),
-        };
-        std::fs::write(log, "").unwrap();
-        chown_postgres(log);
-        let output = as_postgres(&bin.join("pg_ctl"))
-            .arg("start")
-            .arg("-D")
-            .arg(data)
-            .args(["-w", "-t", "90", "-l"])
-            .arg(log)
-            .arg("-o")
-            .arg(format!("-p {} -k {}", server.port, socket_dir.display()))
-            .stdout(Stdio::null())
-            .output()
-            .unwrap();
-        if !output.status.success() {
-            panic!(
-                "pg_ctl start of {} failed: {}; log: {}",
-                data.display(),
-                String::from_utf8_lossy(&output.stderr),
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        server
-    }
-
-    /// Runs a client program (psql, pgbench, pg_amcheck) against the server, as root with the
-    /// `postgres` role (trust authentication on the private socket).
-    fn client(&self, program: &str) -> Command {
-        let mut command = Command::new(self.bin.join(program));
-        command
-            .arg("-h")
-            .arg(&self.socket_dir)
-            .arg("-p")
-            .arg(self.port.to_string())
-            .args(["-U", "postgres"])
-            .stdin(Stdio::null());
-        command
-    }
-
-    fn sql(&self, query: &str) -> String {
-        let output = self
-            .client("psql")
-            .args([
-                "-d",
-                "postgres",
-                "-X",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-            ])
-            .arg(query)
-            .output()
-            .unwrap();
-        check(output, &format!("psql {query:?}")).trim().to_owned()
-    }
-
-    fn stop(&self, mode: &str) -> bool {
-        as_postgres(&self.bin.join("pg_ctl"))
-            .arg("stop")
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", mode, "-w", "-t", "30"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            // The server's own account of a failure is the first thing to read.
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!(
-                "log of the server on {} (last 40 lines):\n{}",
-                self.data.display(),
-                lines[lines.len().saturating_sub(40)..].join("\n")
-            );
-        }
-        if self.data.join("postmaster.pid").exists() && !self.stop("immediate") {
-            // A server that does not stop (a failing test left it frozen) is killed: SIGKILL also
-            // ends frozen processes.
-            if let Ok(text) = std::fs::read_to_string(self.data.join("postmaster.pid"))
-                && let Some(pid) = text.lines().next()
-            {
-                let _ = Command::new("kill").args(["-9", pid.trim()]).status();
-            }
-        }
-    }
-}
-
-/// pgbench clients running until dropped.
-struct Workload(Child);
-
-impl Drop for Workload {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The two volumes, a fresh cluster (data on `a`, WAL on `b`) loaded with pgbench scale 5.
-struct Fixture {
-    bin: PathBuf,
-    server: Server,
-    socket_dir: TempDir,
-    data: PathBuf,
-    wal: PathBuf,
-}
-
-fn fixture(a: &LoopVolume, b: &LoopVolume, name: &str) -> Fixture {
-    let bin = bindir();
-    open_volume(a);
-    open_volume(b);
-    let data = a.path("pgdata");
-    let wal = postgres_dir(&b.path("pgwal"));
-    // initdb fills the data directory; the volume's root is root's, so make it for postgres.
-    postgres_dir(&data);
-    let output = as_postgres(&bin.join("initdb"))
-        .arg("-D")
-        .arg(&data)
-        .arg("--waldir")
-        .arg(&wal)
-        .args(["-U", "postgres", "-A", "trust", "-N", "--no-instructions"])
-        .output()
-        .unwrap();
-    check(output, "initdb");
-    // Small WAL so that the second volume never fills; frequent checkpoints as in the research.
-    let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
-    conf.push_str(
-        "\nlisten_addresses = ''\nmax_wal_size = 64MB\nmin_wal_size = 32MB\n\
-         checkpoint_timeout = 30s\nshared_buffers = 32MB\nmax_connections = 30\n",
-    );
-    std::fs::write(data.join("postgresql.conf"), conf).unwrap();
-    let socket_dir = TempDir::new(&format!("{name}-sock"));
-    chown_postgres(&socket_dir.0);
-    let log = socket_dir.join("server.log");
-    let server = Server::start(&bin, &data, &socket_dir.0, &log);
-    check(
-        server
-            .client("pgbench")
-            .args(["-i", "-s", "5", "-q", "postgres"])
-            .output()
-            .unwrap(),
-        "pgbench -i",
-    );
-    Fixture {
-        bin,
-        server,
-        socket_dir,
-        data,
-        wal,
-    }
-}
-
 /// The writer's declaration for the fixture's cluster; the data directory is left to discovery.
 fn declaration(fixture: &Fixture, name: &str) -> Declaration {
-    let text = format!(
-        "kind = \"postgresql\"\nname = \"{name}\"\nfreeze_timeout_ms = 20000\n\
-         [postgresql]\nsocket_dir = \"{}\"\nport = {}\ncluster = \"bench\"\n",
-        fixture.socket_dir.0.display(),
-        fixture.server.port
-    );
-    Declaration::parse(Path::new("postgres-test.toml"), &text).expect("a valid declaration")
+    Declaration::parse(
+        Path::new("postgres-test.toml"),
+        &fixture.writer_declaration(name),
+    )
+    .expect("a valid declaration")
 }
 
 /// Starts the writer against the daemon and waits until it is registered.
@@ -368,19 +118,6 @@ impl Drop for WritableCopy {
     }
 }
 
-/// The balance sums of pgbench: accounts, branches, tellers, history deltas; and history's size.
-fn invariant(server: &Server) -> (Vec<i64>, i64) {
-    let row = server.sql(
-        "SELECT (SELECT sum(abalance) FROM pgbench_accounts), \
-                (SELECT sum(bbalance) FROM pgbench_branches), \
-                (SELECT sum(tbalance) FROM pgbench_tellers), \
-                (SELECT coalesce(sum(delta), 0) FROM pgbench_history), \
-                (SELECT count(*) FROM pgbench_history)",
-    );
-    let values: Vec<i64> = row.split('|').map(|v| v.parse().unwrap()).collect();
-    (values[..4].to_vec(), values[4])
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_sets_under_pgbench_start_as_consistent_clusters() {
     let a = LoopVolume::btrfs(1536 * MIB).expect("a btrfs loop volume (root, btrfs-progs)");
@@ -406,15 +143,7 @@ async fn twenty_sets_under_pgbench_start_as_consistent_clusters() {
     let keeper = writer.clone();
     let mut handle = start_writer(writer, &decl, &daemon).await;
 
-    let workload = Workload(
-        fx.server
-            .client("pgbench")
-            .args(["-c", "4", "-j", "2", "-T", "3600", "-n", "postgres"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut workload = Workload::start(&fx.server, 4);
     // Let pgbench get going, so that the first set already cuts through running transactions.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -461,24 +190,10 @@ async fn twenty_sets_under_pgbench_start_as_consistent_clusters() {
 
         let log = copies_dir.join(&format!("copy-{round}.log"));
         let copy = Server::start(&fx.bin, &copy_data, &copies_dir.0, &log);
-        let amcheck = copy
-            .client("pg_amcheck")
-            .args(["--install-missing", "-d", "postgres"])
-            .output()
-            .unwrap();
-        assert!(
-            amcheck.status.success(),
-            "round {round}: pg_amcheck of the copy failed: {}{}; the copy's log: {}",
-            String::from_utf8_lossy(&amcheck.stdout),
-            String::from_utf8_lossy(&amcheck.stderr),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        let (sums, history) = invariant(&copy);
-        assert!(
-            sums.iter().all(|s| *s == sums[0]),
-            "round {round}: pgbench's invariant broke in the copy: accounts, branches, tellers, \
-             history = {sums:?}"
-        );
+        if let Err(failure) = copy.amcheck() {
+            panic!("round {round}: {failure}");
+        }
+        let history = assert_balanced(&copy, &format!("round {round}: the copy"));
         assert!(
             history > previous_history,
             "round {round}: the copy holds {history} history rows, not more than the last \
@@ -495,11 +210,7 @@ async fn twenty_sets_under_pgbench_start_as_consistent_clusters() {
     eprintln!("{SETS} sets with copies checked in {elapsed:?}");
 
     // pgbench ran the whole time: its clients abort (and it exits) on any error.
-    let mut workload = workload;
-    assert!(
-        workload.0.try_wait().unwrap().is_none(),
-        "pgbench stopped during the sets"
-    );
+    assert!(workload.running(), "pgbench stopped during the sets");
     drop(workload);
     // The sets were not persistent: nothing is left once the sessions are released.
     let admin = client.admin();
@@ -645,8 +356,7 @@ async fn restore_stops_the_cluster_and_starts_it_after_the_files_are_back() {
     // data of the backup.
     assert_eq!(fx.server.sql("SELECT pg_is_in_recovery()"), "f");
     assert_eq!(fx.server.sql("SELECT array_agg(v) FROM marker"), "{1}");
-    let (sums, _) = invariant(&fx.server);
-    assert!(sums.iter().all(|s| *s == sums[0]), "balances {sums:?}");
+    assert_balanced(&fx.server, "the restored cluster");
 
     handle.stop();
     handle.join().await.ok();
