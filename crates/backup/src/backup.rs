@@ -42,8 +42,9 @@ use crate::copies::ReadableCopy;
 use crate::error::BackupError;
 use crate::manifest::{
     self, BCD_FILE, BaseBackup, ComponentRecord, MANIFEST_FILE, MANIFEST_FORMAT, Manifest,
-    VolumeRecord, WriterRecord,
+    PartialRecord, VolumeRecord, WriterRecord,
 };
+use crate::partial;
 use crate::plan::BackupPlan;
 use crate::progress::{Reporter, RepositoryProgress, Step};
 use crate::stored::StoredBackup;
@@ -262,7 +263,7 @@ async fn drive(
             component_mode,
             bootable_system_state: false,
             backup_type,
-            partial_file_support: false,
+            partial_file_support: true,
         })
         .await?;
     let keys = session.apply_selection(&selection).await?;
@@ -339,13 +340,19 @@ async fn drive(
         ));
     }
 
-    let components = component_records(&selection, &bcd, &failed_writers);
+    let mut components = component_records(&selection, &bcd, &failed_writers);
+    let sources: Vec<VolumeSource> = volume_records.iter().map(|(s, _)| s.clone()).collect();
+    let partials = capture_partials(&selection, &bcd, &sources, &mut components, &mut plan);
+    for note in &partials.notes {
+        reporter.note(note);
+    }
+    notes.extend(partials.notes);
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         backup_type,
         requested_type: options.backup_type,
         component_mode,
-        partial_file_support: false,
+        partial_file_support: true,
         set_id: session.snapshot_set_id(),
         hostname: hostname(),
         started: started_at,
@@ -360,8 +367,10 @@ async fn drive(
             .map(|i| format!("wmd-{i}.json"))
             .collect(),
         notes,
+        partial_files: partials.records,
     };
-    let documents = documents(&manifest, &bcd, &writers);
+    let mut documents = documents(&manifest, &bcd, &writers);
+    documents.extend(partials.data);
 
     // The writers whose freeze failed: their components' files are left out of the backup; the
     // rest of the set goes on (BK-SNAP-7, ERR-3).
@@ -384,7 +393,6 @@ async fn drive(
 
     // B12: the copy, on a blocking thread (rustic's archiver is synchronous).
     reporter.step(Step::Copying);
-    let sources: Vec<VolumeSource> = volume_records.into_iter().map(|(s, _)| s).collect();
     let tags = manifest::tags(&manifest);
     let parent = match (backup_type, &base) {
         (BackupType::Incremental | BackupType::Differential, Some(base)) => {
@@ -640,6 +648,124 @@ fn component_records(
         }
     }
     records
+}
+
+/// What [`capture_partials`] found.
+struct Partials {
+    records: Vec<PartialRecord>,
+    data: Vec<MetadataFile>,
+    notes: Vec<String>,
+}
+
+/// Where the file at `original` is read: in the shadow copy of the innermost volume holding it.
+fn readable_path(sources: &[VolumeSource], original: &Path) -> Option<PathBuf> {
+    sources
+        .iter()
+        .filter(|s| original.starts_with(&s.original))
+        .max_by_key(|s| s.original.components().count())
+        .map(|s| {
+            s.read_from
+                .join(original.strip_prefix(&s.original).unwrap_or(original))
+        })
+}
+
+/// PF-1 to PF-4: reads the ranges of every partial file the writers named for the components that
+/// are backed up, from the shadow copies. The files themselves leave the tree, their ranges files
+/// join it. A partial file that cannot be read fails its component; one that is also a differenced
+/// file is backed up whole, as the differenced entry says (PF-4).
+fn capture_partials(
+    selection: &BackupSelection,
+    bcd: &BackupComponents,
+    sources: &[VolumeSource],
+    components: &mut [ComponentRecord],
+    plan: &mut BackupPlan,
+) -> Partials {
+    let mut partials = Partials {
+        records: Vec::new(),
+        data: Vec::new(),
+        notes: Vec::new(),
+    };
+    let mut total = 0u64;
+    for writer in &selection.writers {
+        let Some(entry) = bcd.writer_instance(writer.instance_id) else {
+            continue;
+        };
+        for component in writer.explicit_components() {
+            let full_path = component.full_path();
+            let Some(record) = components
+                .iter_mut()
+                .find(|c| c.class_id == writer.class_id && c.full_path == full_path)
+            else {
+                continue;
+            };
+            if !record.backed_up {
+                continue;
+            }
+            let Some(bcd_record) = entry.component(&component.logical_path, &component.name) else {
+                continue;
+            };
+            for file in bcd_record.partial_files() {
+                let original = Path::new(&file.path).join(&file.filename);
+                let text = original.to_string_lossy();
+                if bcd_record
+                    .differenced_files()
+                    .iter()
+                    .any(|d| d.file_set().contains(&text))
+                {
+                    partials.notes.push(format!(
+                        "writer `{}` named {} both a partial and a differenced file; it is backed                          up whole, as the differenced entry says (PF-4)",
+                        writer.writer_name, text
+                    ));
+                    continue;
+                }
+                let captured = partial::resolve(&file.ranges, |p| readable_path(sources, p))
+                    .and_then(|(ranges, ranges_file)| {
+                        let readable = readable_path(sources, &original).ok_or_else(|| {
+                            "it is on no volume of the shadow copy set (PF-1)".to_owned()
+                        })?;
+                        let data = partial::capture(&readable, &ranges)?;
+                        Ok((ranges, ranges_file, data))
+                    })
+                    .and_then(|captured| {
+                        total += captured.2.len() as u64;
+                        if total > partial::MAX_PARTIAL_BYTES {
+                            return Err(format!(
+                                "the partial files of this backup hold more than {} bytes, which                                  travel with its documents; name fewer or smaller ranges",
+                                partial::MAX_PARTIAL_BYTES
+                            ));
+                        }
+                        Ok(captured)
+                    });
+                match captured {
+                    Ok((ranges, ranges_file, data)) => {
+                        let name = format!("partial-{}.bin", partials.records.len() + 1);
+                        plan.ranges_only(original.clone());
+                        if let Some(ranges_file) = &ranges_file {
+                            plan.always(PathBuf::from(ranges_file));
+                        }
+                        partials.records.push(PartialRecord {
+                            writer_name: writer.writer_name.clone(),
+                            class_id: writer.class_id,
+                            component: full_path.clone(),
+                            path: text.into_owned(),
+                            ranges,
+                            ranges_file,
+                            data: name.clone(),
+                        });
+                        partials.data.push(MetadataFile {
+                            name,
+                            contents: data,
+                        });
+                    }
+                    Err(why) => {
+                        record.backed_up = false;
+                        record.failure = Some(format!("partial file {text}: {why}"));
+                    }
+                }
+            }
+        }
+    }
+    partials
 }
 
 /// The file sets of the components that are left out.

@@ -18,6 +18,7 @@ mod backup;
 mod copies;
 mod error;
 pub mod manifest;
+mod partial;
 mod plan;
 mod progress;
 mod restore;
@@ -30,6 +31,6 @@ pub use plan::BackupPlan;
 pub use progress::{Reporter, Silent, Step};
 pub use restore::{
     AppliedPending, ComponentRestore, PendingRestore, Placement, RestoreOptions, RestoreReport,
-    apply_pending, parse_ranges, run_restore,
+    apply_pending, run_restore,
 };
 pub use stored::{ListedBackup, StoredBackup};

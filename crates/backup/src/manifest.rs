@@ -61,6 +61,29 @@ pub struct Manifest {
     pub wmd_files: Vec<String>,
     /// What the user should know about this backup (type fall-backs, vetoes, ...).
     pub notes: Vec<String>,
+    /// The partial files whose ranges were backed up instead of the whole file (PF-1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partial_files: Vec<PartialRecord>,
+}
+
+/// One partial file of a backup: which ranges were backed up and where they are stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartialRecord {
+    /// The writer's name.
+    pub writer_name: String,
+    /// The writer's class id.
+    pub class_id: WriterClassId,
+    /// The full path of the explicit component whose record named the file.
+    pub component: String,
+    /// The file's original path.
+    pub path: String,
+    /// The (offset, length) ranges backed up, resolved from the writer's ranges string.
+    pub ranges: Vec<(u64, u64)>,
+    /// The ranges file the ranges came from (`File=` form), backed up as a file of its own.
+    pub ranges_file: Option<String>,
+    /// The metadata file holding the ranges' bytes, one range after the other.
+    pub data: String,
 }
 
 /// The base of an incremental or differential backup.
@@ -222,6 +245,7 @@ mod tests {
             writers: Vec::new(),
             wmd_files: Vec::new(),
             notes: Vec::new(),
+            partial_files: Vec::new(),
         }
     }
 

@@ -43,6 +43,10 @@ pub struct BackupPlan {
     copied: Vec<FileSet>,
     not_copied: Vec<FileSet>,
     unowned: bool,
+    /// Partial files: only their ranges are backed up, with the documents (PF-1).
+    ranges_only: BTreeSet<PathBuf>,
+    /// Files the backup must hold whatever the sets say: ranges files (PF-3).
+    always: BTreeSet<PathBuf>,
 }
 
 impl BackupPlan {
@@ -126,6 +130,8 @@ impl BackupPlan {
             copied,
             not_copied,
             unowned: selection.backup_type != BackupType::Log,
+            ranges_only: BTreeSet::new(),
+            always: BTreeSet::new(),
         })
     }
 
@@ -138,6 +144,16 @@ impl BackupPlan {
                     .extend(record.differenced_files().iter().map(|d| d.file_set()));
             }
         }
+    }
+
+    /// Leaves the partial file `path` out of the tree: its ranges travel with the documents.
+    pub(crate) fn ranges_only(&mut self, path: PathBuf) {
+        self.ranges_only.insert(path);
+    }
+
+    /// Keeps `path` in the backup whatever the file sets say (a ranges file, PF-3).
+    pub(crate) fn always(&mut self, path: PathBuf) {
+        self.always.insert(path);
     }
 
     /// The plan with these file sets no longer copied (their writer failed; BK-SNAP-7).
@@ -161,6 +177,12 @@ impl BackupPlan {
                 .excludes
                 .iter()
                 .any(|set| excludes_directory(set, text));
+        }
+        if self.ranges_only.contains(original) {
+            return false;
+        }
+        if self.always.contains(original) {
+            return true;
         }
         if self.excludes.iter().any(|set| set.contains(text)) {
             return false;
@@ -215,6 +237,8 @@ mod tests {
             copied: vec![set("/srv/db", "*", true)],
             not_copied: vec![set("/srv/other", "*", true), set("/srv/db/log", "*", true)],
             unowned,
+            ranges_only: [PathBuf::from("/srv/db/big.dat")].into(),
+            always: [PathBuf::from("/srv/other/ranges")].into(),
         }
     }
 
@@ -229,6 +253,14 @@ mod tests {
             "copied by one included set although another lists it"
         );
         assert!(!file("/srv/other/a"), "a component that was not selected");
+        assert!(
+            !file("/srv/db/big.dat"),
+            "a partial file's ranges go with the documents"
+        );
+        assert!(
+            file("/srv/other/ranges"),
+            "a ranges file is always backed up (PF-3)"
+        );
         assert!(file("/srv/loose.txt"), "unowned data (BK-COPY-6)");
         assert!(!plan.includes(Path::new("/srv/cache"), EntryKind::Dir));
         assert!(!plan.includes(Path::new("/srv/cache/deep"), EntryKind::Dir));

@@ -464,15 +464,27 @@ fn stored_file_sets(stored: &StoredBackup) -> Vec<FileSet> {
         .collect()
 }
 
+/// The paths of the backup's partial files.
+fn partial_paths(stored: &StoredBackup) -> Vec<String> {
+    stored
+        .manifest
+        .partial_files
+        .iter()
+        .map(|p| p.path.clone())
+        .collect()
+}
+
 /// The file sets of `job` that are whole directories it alone owns: recursive, every name, with no
 /// other component's file set below them. Such a set is restored as a mirror of the backup, so
 /// that files made after the backup (a newer log segment of a database) do not linger among the
 /// restored ones; a directory shared with another component is restored file by file, so that the
-/// other's data is never deleted.
-fn mirrored_sets(job: &Job<'_>, every_set: &[FileSet]) -> Vec<FileSet> {
+/// other's data is never deleted, and so is one holding a partial file (`keep`), whose ranges are
+/// written into the file that is there (PF-1).
+fn mirrored_sets(job: &Job<'_>, every_set: &[FileSet], keep: &[String]) -> Vec<FileSet> {
     job.file_sets
         .iter()
         .filter(|set| set.recursive && matches!(set.filespec.as_str(), "*" | "*.*"))
+        .filter(|set| !keep.iter().any(|path| set.contains(path)))
         .filter(|set| {
             let dir = set.path.trim_end_matches('/');
             !every_set
@@ -706,6 +718,7 @@ async fn writer_restore(
     ));
     let mut plan = UnitPlan::default();
     let every_set = stored_file_sets(stored);
+    let keep = partial_paths(stored);
     let mut outcomes = Vec::new();
     for job in &jobs {
         let involved = job.key.is_some();
@@ -734,7 +747,7 @@ async fn writer_restore(
         };
         let placement = match &route {
             Route::Original => {
-                plan.add_component(layout, job, &every_set, None);
+                plan.add_component(layout, job, &every_set, &keep, None);
                 Placement::Original
             }
             Route::Alternate(mappings) => {
@@ -790,6 +803,19 @@ async fn writer_restore(
         let failure = match &route {
             Route::Refused(why) => Some(why.clone()),
             _ => executed.failure_for(layout, &job.files),
+        };
+        // The partial files' ranges go in after the files, ranges files among them (RST-FILE-4).
+        let failure = match (&failure, &route) {
+            (None, Route::Original | Route::Alternate(_)) => {
+                let destination = |path: &Path| match &route {
+                    Route::Alternate(mappings) => alternate_destination(mappings, path),
+                    _ => Some((path.to_path_buf(), layout.volume_of(path).to_path_buf())),
+                };
+                restore_partials(repository, stored, job, destination)
+                    .await
+                    .err()
+            }
+            _ => failure,
         };
         let status = match (&route, &failure) {
             (Route::Refused(_), _) => FileRestoreStatus::None,
@@ -859,8 +885,9 @@ async fn private_restore(
     let whole = options.components.is_empty();
     let mut plan = UnitPlan::default();
     let every_set = stored_file_sets(stored);
+    let keep = partial_paths(stored);
     for job in &jobs {
-        plan.add_component(layout, job, &every_set, Some(dir));
+        plan.add_component(layout, job, &every_set, &keep, Some(dir));
     }
     if whole {
         plan.add_original(layout, &unowned, Some(dir));
@@ -874,7 +901,13 @@ async fn private_restore(
     report.files = executed.files;
     report.bytes = executed.bytes;
     for job in &jobs {
-        let failure = executed.failure_for(layout, &job.files);
+        let mut failure = executed.failure_for(layout, &job.files);
+        if failure.is_none() {
+            let destination = |path: &Path| Some((under(dir, path), dir.to_path_buf()));
+            failure = restore_partials(repository, stored, job, destination)
+                .await
+                .err();
+        }
         report.components.push(ComponentRestore {
             writer_name: job.writer.writer_name.clone(),
             full_path: job.full_path(),
@@ -907,6 +940,87 @@ async fn private_restore(
         ));
     }
     Ok(())
+}
+
+/// Where a file restored through alternate location mappings goes, with the mapping's destination
+/// as its boundary (ALT-2).
+fn alternate_destination(
+    mappings: &[AlternateLocationMapping],
+    path: &Path,
+) -> Option<(PathBuf, PathBuf)> {
+    let text = path.to_str()?;
+    let mapping = mappings.iter().find(|m| m.source.contains(text))?;
+    let relative = path
+        .strip_prefix(mapping.source.path.trim_end_matches('/'))
+        .ok()?;
+    let destination = PathBuf::from(&mapping.destination);
+    Some((destination.join(relative), destination))
+}
+
+/// PF-5, RST-FILE-4: writes the stored ranges of the job's partial files back into their files,
+/// at the place `destination` gives with its boundary. Nothing between the boundary and the file
+/// may be a symbolic link, and the file itself is opened without following one.
+async fn restore_partials(
+    repository: &Arc<Repository>,
+    stored: &StoredBackup,
+    job: &Job<'_>,
+    destination: impl Fn(&Path) -> Option<(PathBuf, PathBuf)>,
+) -> Result<(), String> {
+    let full_path = job.full_path();
+    for record in stored
+        .manifest
+        .partial_files
+        .iter()
+        .filter(|r| r.class_id == job.writer.class_id && r.component == full_path)
+    {
+        let original = PathBuf::from(&record.path);
+        check_absolute(&original).map_err(|why| format!("partial file: {why}"))?;
+        let (target, boundary) = destination(&original)
+            .ok_or_else(|| format!("partial file {}: no destination for it", record.path))?;
+        let parent = target.parent().unwrap_or(&boundary);
+        if !parent.starts_with(&boundary) || !real_directories(&boundary, parent) {
+            return Err(format!(
+                "partial file {}: {} is not a directory inside {} reached without symbolic                  links, so its ranges are not written",
+                record.path,
+                parent.display(),
+                boundary.display()
+            ));
+        }
+        let data = {
+            let repository = Arc::clone(repository);
+            let (snapshot, name) = (stored.snapshot.id.clone(), record.data.clone());
+            blocking("read a partial file's ranges", move || {
+                Ok(repository.metadata_file(&snapshot, &name)?)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!(
+                    "partial file {}: its ranges are missing from the backup",
+                    record.path
+                )
+            })?
+        };
+        crate::partial::write_back(&target, &record.ranges, &data)
+            .map_err(|why| format!("partial file {}: {why}", record.path))?;
+    }
+    Ok(())
+}
+
+/// Whether every component from `boundary` down to `dir` exists and is a directory, not a link.
+fn real_directories(boundary: &Path, dir: &Path) -> bool {
+    let Ok(relative) = dir.strip_prefix(boundary) else {
+        return false;
+    };
+    let mut at = boundary.to_path_buf();
+    for part in relative.components() {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.is_dir() => {}
+            _ => return false,
+        }
+    }
+    boundary.is_dir()
 }
 
 /// Points restored absolute symbolic links that lead into the backup's volumes into `dir`.
@@ -1020,7 +1134,14 @@ fn copy_ranges(
 ) -> Result<(), BackupError> {
     use std::io::{Read, Seek, SeekFrom, Write};
     let parse = |text: &str| {
-        parse_ranges(text).map_err(|why| {
+        let inline = match shadowcopy_metadata::validate::parse_ranges(text) {
+            Ok(shadowcopy_metadata::validate::Ranges::Inline(pairs)) => Ok(pairs),
+            Ok(shadowcopy_metadata::validate::Ranges::File(_)) => {
+                Err("a directed target gives its ranges inline (DT-1)".to_owned())
+            }
+            Err(why) => Err(why),
+        };
+        inline.map_err(|why| {
             BackupError::invalid(
                 &codes::E_INVALIDARG,
                 format!("directed target ranges {text:?}: {why}"),
@@ -1080,26 +1201,6 @@ impl NoFollow for std::fs::OpenOptions {
         use std::os::unix::fs::OpenOptionsExt;
         self.custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
     }
-}
-
-/// Parses `offset:length[,offset:length...]` with decimal or `0x` numbers (PF-2).
-pub fn parse_ranges(text: &str) -> Result<Vec<(u64, u64)>, String> {
-    let number = |t: &str| {
-        let t = t.trim();
-        match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-            Some(hex) => u64::from_str_radix(hex, 16),
-            None => t.parse(),
-        }
-        .map_err(|_| format!("{t:?} is not a number"))
-    };
-    text.split(',')
-        .map(|pair| {
-            let (offset, length) = pair
-                .split_once(':')
-                .ok_or_else(|| format!("{pair:?} is not offset:length"))?;
-            Ok((number(offset)?, number(length)?))
-        })
-        .collect()
 }
 
 /// The restore units of one restore, grouped by where their files go.
@@ -1165,9 +1266,10 @@ impl UnitPlan {
         layout: &Layout,
         job: &Job<'_>,
         every_set: &[FileSet],
+        keep: &[String],
         relocated_to: Option<&Path>,
     ) {
-        let mirrored = mirrored_sets(job, every_set);
+        let mirrored = mirrored_sets(job, every_set, keep);
         let mut rest = Vec::new();
         for &index in &job.files {
             let path = &layout.entries[index].path;
@@ -1494,16 +1596,6 @@ fn move_into_place(staged: &Path, original: &Path) -> Result<(), BackupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges_parse_in_both_forms() {
-        assert_eq!(
-            parse_ranges("0:5,100:20,0x10:0x2").unwrap(),
-            vec![(0, 5), (100, 20), (16, 2)]
-        );
-        assert!(parse_ranges("5").is_err());
-        assert!(parse_ranges("a:1").is_err());
-    }
 
     #[test]
     fn stored_paths_must_be_absolute_and_plain() {

@@ -417,6 +417,7 @@ fn show_json(backup: &StoredBackup) -> Value {
         "bytes": backup.snapshot.bytes_total,
         "bytes_added": backup.snapshot.data_added,
         "parent": backup.snapshot.parent,
+        "partial_files": m.partial_files,
         "notes": m.notes,
     })
 }

@@ -91,6 +91,7 @@ impl Documents {
             writers: Vec::new(),
             wmd_files: vec![self.wmd_name.clone()],
             notes: Vec::new(),
+            partial_files: Vec::new(),
         };
         vec![
             MetadataFile {
