@@ -403,7 +403,14 @@ async fn drive(
     };
     let filter: EntryFilter = {
         let plan = Arc::clone(&plan);
-        Arc::new(move |path: &Path, kind| plan.includes(path, kind))
+        let reporter = Arc::clone(reporter);
+        Arc::new(move |path: &Path, kind| {
+            let included = plan.includes(path, kind);
+            if included && kind != shadowcopy_repository::EntryKind::Dir {
+                reporter.files(1);
+            }
+            included
+        })
     };
     let progress: Arc<dyn shadowcopy_repository::Progress> =
         Arc::new(RepositoryProgress(Arc::clone(reporter)));

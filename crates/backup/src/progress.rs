@@ -49,6 +49,8 @@ pub trait Reporter: Send + Sync {
     fn total_bytes(&self, bytes: u64);
     /// `bytes` more bytes were moved in the current step.
     fn advance(&self, bytes: u64);
+    /// `files` more files were taken in hand in the current step.
+    fn files(&self, files: u64);
     /// Something the user should know, not an error.
     fn note(&self, message: &str);
 }
@@ -61,6 +63,7 @@ impl Reporter for Silent {
     fn step(&self, _: Step) {}
     fn total_bytes(&self, _: u64) {}
     fn advance(&self, _: u64) {}
+    fn files(&self, _: u64) {}
     fn note(&self, _: &str) {}
 }
 

@@ -1440,6 +1440,7 @@ impl UnitPlan {
             };
             match result {
                 Ok(summary) => {
+                    reporter.files(summary.files + summary.symlinks);
                     executed.files += summary.files;
                     executed.bytes += summary.bytes;
                 }

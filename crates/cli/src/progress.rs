@@ -23,6 +23,7 @@ struct State {
     started: Instant,
     total: u64,
     done: u64,
+    files: u64,
     drawn: Option<Instant>,
 }
 
@@ -38,6 +39,7 @@ impl TerminalReporter {
                 started: Instant::now(),
                 total: 0,
                 done: 0,
+                files: 0,
                 drawn: None,
             }),
         }
@@ -60,10 +62,17 @@ impl TerminalReporter {
         state.drawn = Some(now);
         let Some(step) = state.step else { return };
         let mut line = step.describe().to_owned();
+        if state.files > 0 {
+            line.push_str(&format!(": {} files", state.files));
+        }
         if state.done > 0 || state.total > 0 {
             let elapsed = state.started.elapsed().as_secs_f64().max(0.001);
             let rate = state.done as f64 / elapsed;
-            line.push_str(&format!(": {}", bytes(state.done)));
+            line.push_str(&format!(
+                "{} {}",
+                if state.files > 0 { "," } else { ":" },
+                bytes(state.done)
+            ));
             if state.total > 0 {
                 line.push_str(&format!(" of {}", bytes(state.total)));
             }
@@ -93,6 +102,7 @@ impl Reporter for TerminalReporter {
         state.started = Instant::now();
         state.total = 0;
         state.done = 0;
+        state.files = 0;
         self.redraw(&mut state, true);
     }
 
@@ -105,6 +115,12 @@ impl Reporter for TerminalReporter {
     fn advance(&self, bytes: u64) {
         let mut state = self.lock();
         state.done += bytes;
+        self.redraw(&mut state, false);
+    }
+
+    fn files(&self, files: u64) {
+        let mut state = self.lock();
+        state.files += files;
         self.redraw(&mut state, false);
     }
 
