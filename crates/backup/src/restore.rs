@@ -55,8 +55,13 @@ pub struct RestoreOptions {
     pub backup: String,
     /// The components to restore; none means the whole backup.
     pub components: Vec<ComponentSelector>,
-    /// A private restore into this directory instead of the original places (NT-1).
+    /// Restore into this directory instead of the original places: privately, without the
+    /// writers, unless [`RestoreOptions::with_writers`] is set.
     pub to: Option<PathBuf>,
+    /// With [`RestoreOptions::to`]: a restore to new targets with the writers (NT-1): writers whose
+    /// schema has `WRITER_SUPPORTS_NEW_TARGET` take part (PreRestore, AddNewTarget for each file
+    /// set, PostRestore); the components of other writers are not restored.
+    pub with_writers: bool,
     /// The user has stopped the services of STOP_RESTORE_START writers that are not running.
     pub services_stopped: bool,
     /// Where files of the reboot restore methods are staged (the state directory's
@@ -172,7 +177,7 @@ pub async fn run_restore(
         notes: Vec::new(),
         duration: Duration::ZERO,
     };
-    if let Some(dir) = &options.to {
+    if let (Some(dir), false) = (&options.to, options.with_writers) {
         private_restore(
             &repository,
             &stored,
@@ -188,8 +193,8 @@ pub async fn run_restore(
         let client = client.ok_or_else(|| {
             BackupError::invalid(
                 &codes::E_INVALIDARG,
-                "a restore to the original places needs the coordinator, to run PreRestore and \
-                 PostRestore with the writers",
+                "a restore with the writers needs the coordinator, to run PreRestore and \
+                 PostRestore",
             )
         })?;
         let mut session = client.restore_session().await?;
@@ -502,6 +507,8 @@ fn mirrored_sets(job: &Job<'_>, every_set: &[FileSet], keep: &[String]) -> Vec<F
 /// Where the files of one job go.
 enum Route {
     Original,
+    /// Under the `--to` directory, as a new target the writer is told about (NT-1).
+    NewTarget,
     Alternate(Vec<AlternateLocationMapping>),
     Directed,
     Pending,
@@ -616,6 +623,31 @@ fn route(
     (method, target, route)
 }
 
+/// NT-1: a restore to a new target is for writers that accept one; the others' components are not
+/// restored, because their writers would be told of files in places they do not expect.
+fn new_target_route(job: &Job<'_>, dir: &Path) -> (RestoreMethod, RestoreTarget, Route) {
+    let accepts = job
+        .wmd
+        .backup_schema
+        .contains(shadowcopy_metadata::enums::BackupSchema::WRITER_SUPPORTS_NEW_TARGET);
+    let route = if accepts {
+        Route::NewTarget
+    } else {
+        Route::Refused(format!(
+            "writer `{}` does not accept new targets (its backup schema lacks \
+             WRITER_SUPPORTS_NEW_TARGET, NT-1), so it is not restored to {} with the writers; \
+             restore it there without --with-writers (a private copy), or to its original place",
+            job.writer.writer_name,
+            dir.display()
+        ))
+    };
+    (
+        job.wmd.restore_method.method,
+        RestoreTarget::Original,
+        route,
+    )
+}
+
 /// The mappings that cover every file set of the job exactly (ALT-2), or `None`.
 fn alternate_mappings(job: &Job<'_>) -> Option<Vec<AlternateLocationMapping>> {
     let mut used = Vec::new();
@@ -711,6 +743,15 @@ async fn writer_restore(
     let bcd = session.backup_components().await?;
 
     // R7: decide, then copy.
+    let relocate = options.to.as_deref();
+    if let Some(dir) = relocate {
+        check_absolute(dir).map_err(|why| {
+            BackupError::invalid(
+                &codes::E_INVALIDARG,
+                format!("--to: {why}; give an absolute directory"),
+            )
+        })?;
+    }
     let stamp = now_rfc3339().replace(':', "");
     let pending_root = options.pending_dir.join(format!(
         "{}-{stamp}",
@@ -732,7 +773,10 @@ async fn writer_restore(
                         .is_some_and(|k| k.writer_instance_id == s.instance_id)
             })
             .filter(|s| s.has_failed());
-        let (method, target, route) = route(job, layout, &bcd, involved, options.services_stopped);
+        let (method, target, route) = match relocate {
+            None => route(job, layout, &bcd, involved, options.services_stopped),
+            Some(dir) => new_target_route(job, dir),
+        };
         let route = match failed_at_pre_restore {
             Some(status) => Route::Refused(format!(
                 "its writer failed in PreRestore ({}{}); nothing of it was restored",
@@ -754,6 +798,11 @@ async fn writer_restore(
                 plan.add_alternate(layout, &job.files, mappings);
                 Placement::Alternate(mappings.iter().map(|m| m.destination.clone()).collect())
             }
+            Route::NewTarget => {
+                let dir = relocate.unwrap_or(Path::new("/"));
+                plan.add_component(layout, job, &every_set, &keep, Some(dir));
+                Placement::Relocated(dir.display().to_string())
+            }
             Route::Directed => Placement::Directed,
             Route::Pending => {
                 plan.add_pending(layout, &job.files, &pending_root);
@@ -765,8 +814,8 @@ async fn writer_restore(
     }
     let whole = options.components.is_empty();
     if whole {
-        plan.add_original(layout, &unowned, None);
-        plan.add_all_dirs(layout, None);
+        plan.add_original(layout, &unowned, relocate);
+        plan.add_all_dirs(layout, relocate);
     }
     reporter.step(Step::Restoring);
     let executed = plan
@@ -776,6 +825,9 @@ async fn writer_restore(
     report.bytes = executed.bytes;
     if whole {
         report.unowned_files = unowned.len() as u64;
+    }
+    if let Some(dir) = relocate {
+        report.relinked = relink(layout, &plan.restored_symlinks(layout), dir)?;
     }
 
     // Directed targets (DT-1): each source range written into its destination range.
@@ -806,9 +858,10 @@ async fn writer_restore(
         };
         // The partial files' ranges go in after the files, ranges files among them (RST-FILE-4).
         let failure = match (&failure, &route) {
-            (None, Route::Original | Route::Alternate(_)) => {
-                let destination = |path: &Path| match &route {
-                    Route::Alternate(mappings) => alternate_destination(mappings, path),
+            (None, Route::Original | Route::Alternate(_) | Route::NewTarget) => {
+                let destination = |path: &Path| match (&route, relocate) {
+                    (Route::Alternate(mappings), _) => alternate_destination(mappings, path),
+                    (Route::NewTarget, Some(dir)) => Some((under(dir, path), dir.to_path_buf())),
                     _ => Some((path.to_path_buf(), layout.volume_of(path).to_path_buf())),
                 };
                 restore_partials(repository, stored, job, destination)
@@ -832,6 +885,14 @@ async fn writer_restore(
                             &mapping.source,
                             &mapping.destination,
                         )
+                        .await?;
+                }
+            }
+            if let (Route::NewTarget, Some(dir)) = (&route, relocate) {
+                for set in &job.file_sets {
+                    let new_path = under(dir, Path::new(&set.path));
+                    session
+                        .add_new_target(key, set, &new_path.to_string_lossy())
                         .await?;
                 }
             }

@@ -128,7 +128,8 @@ pub(crate) enum BackupsCommand {
 ///
 /// With --to DIR, no writer takes part: every file goes to DIR followed by its original path, and
 /// absolute symbolic links into the backup's volumes are pointed into DIR, so the copy never
-/// refers to live data.
+/// refers to live data. With --to DIR --with-writers, writers that accept new targets take part
+/// and are told where their files went (AddNewTarget).
 ///
 /// A restore never writes outside its targets: `..` segments, absolute paths and symbolic links
 /// that would lead out of a target are refused.
@@ -149,6 +150,11 @@ pub(crate) struct RestoreArgs {
     /// Restore into this directory instead, without the writers.
     #[arg(long, value_name = "DIR")]
     to: Option<PathBuf>,
+    /// With --to: restore to new targets with the writers that accept them
+    /// (WRITER_SUPPORTS_NEW_TARGET): they get PreRestore, the new places, and PostRestore; the
+    /// components of other writers are not restored.
+    #[arg(long, requires = "to")]
+    with_writers: bool,
     /// The services of STOP_RESTORE_START writers that are not running have been stopped by hand.
     #[arg(long)]
     services_stopped: bool,
@@ -526,7 +532,7 @@ pub(crate) fn restore(args: RestoreArgs, out: &Output) -> anyhow::Result<ExitCod
                 eprintln!("shadowcopy: {line}");
             }
         };
-        let (coordinator, state_dir) = if args.to.is_some() {
+        let (coordinator, state_dir) = if args.to.is_some() && !args.with_writers {
             (None, args.coordinator.state_dir()?)
         } else {
             let coordinator = Coordinator::reach(&args.coordinator, &say).await?;
@@ -537,6 +543,7 @@ pub(crate) fn restore(args: RestoreArgs, out: &Output) -> anyhow::Result<ExitCod
             backup: args.backup.clone().unwrap_or_default(),
             components: args.components.clone(),
             to: args.to.clone(),
+            with_writers: args.with_writers,
             services_stopped: args.services_stopped,
             pending_dir: pending_dir(&state_dir),
         };

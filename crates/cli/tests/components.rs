@@ -59,6 +59,9 @@ impl Writer for DirWriter {
         }
         wmd.backup_schema =
             BackupSchema::INCREMENTAL | BackupSchema::DIFFERENTIAL | BackupSchema::TIMESTAMPED;
+        if self.alternate.is_some() && self.method == RestoreMethod::RestoreIfCanReplace {
+            wmd.backup_schema = wmd.backup_schema | BackupSchema::WRITER_SUPPORTS_NEW_TARGET;
+        }
         if let Some(alternate) = &self.alternate {
             wmd.alternate_location_mappings
                 .push(AlternateLocationMapping {
@@ -147,10 +150,23 @@ impl Writer for DirWriter {
             })
             .unwrap_or_default();
         let status = record.map(|r| r.file_restore_status().to_string());
+        let new_targets: Vec<String> = record
+            .map(|r| {
+                r.new_targets()
+                    .iter()
+                    .map(|t| t.alternate_path.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
         self.log(format!(
-            "post-restore status={} mappings={}",
+            "post-restore status={} mappings={}{}",
             status.unwrap_or_default(),
-            mappings.join(",")
+            mappings.join(","),
+            if new_targets.is_empty() {
+                String::new()
+            } else {
+                format!(" new-targets={}", new_targets.join(","))
+            }
         ));
         Ok(())
     }
@@ -534,6 +550,56 @@ async fn loop_component_backups_hand_back_stamps_and_restores_follow_each_method
         seen.iter().any(
             |e| e.starts_with("replace: post-restore status=ALL") && e.ends_with("replace-alt")
         ),
+        "{seen:?}"
+    );
+
+    // New targets with the writers (NT-1, TS-51): the writer that accepts them is told where its
+    // files went; the one that does not is not restored there.
+    let moved = work.join("moved");
+    events.lock().unwrap().clear();
+    let output = run(
+        &cli,
+        &[
+            "restore",
+            "--repo",
+            repo,
+            "--backup",
+            &full_id,
+            "--component",
+            "replace:files",
+            "--component",
+            "notthere:files",
+            "--to",
+            moved.to_str().unwrap(),
+            "--with-writers",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let report = json_of(&output);
+    assert_eq!(component(&report, "replace")["status"], "ALL", "{report}");
+    let notthere = component(&report, "notthere");
+    assert_eq!(notthere["status"], "NONE");
+    assert!(
+        notthere["message"]
+            .as_str()
+            .unwrap()
+            .contains("WRITER_SUPPORTS_NEW_TARGET"),
+        "{notthere}"
+    );
+    let relocated = moved.join(volume.path("replace").strip_prefix("/").unwrap());
+    assert_eq!(read(&relocated.join("a.txt")), "backed-up a");
+    assert!(
+        !moved
+            .join(volume.path("notthere").strip_prefix("/").unwrap())
+            .exists()
+    );
+    let seen = events.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|e| e.starts_with("replace: post-restore status=ALL")
+                && e.ends_with(&format!("new-targets={}", relocated.display()))),
         "{seen:?}"
     );
 
