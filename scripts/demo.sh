@@ -59,9 +59,15 @@ if [ -n "${SHADOWCOPY_DEMO_VOLUME:-}" ]; then
     volume="$SHADOWCOPY_DEMO_VOLUME"
     echo "demo: using $volume (SHADOWCOPY_DEMO_VOLUME)"
 else
-    echo "demo: no volume was given in SHADOWCOPY_DEMO_VOLUME, and the demo does not write into this"
-    echo "      machine's own file systems: it makes a 512 MiB btrfs file system on a loop device"
-    echo "      ($work/volume.img) and shadow-copies that"
+    capable=$(findmnt -rn -o TARGET,FSTYPE | awk '$2 == "btrfs" || $2 == "xfs" {print $1}' | head -n 3 | xargs)
+    if [ -n "$capable" ]; then
+        echo "demo: this machine has file systems that can be shadow-copied ($capable), but the demo"
+        echo "      writes into none of them unless SHADOWCOPY_DEMO_VOLUME names one;"
+    else
+        echo "demo: this machine has no file system that can be shadow-copied (btrfs, or xfs with"
+        echo "      reflink; $(findmnt -rn -o FSTYPE --target /var/tmp) holds /var/tmp);"
+    fi
+    echo "      it makes a 512 MiB btrfs file system on a loop device ($work/volume.img) instead"
     truncate -s 512M "$work/volume.img"
     mkfs.btrfs -q "$work/volume.img" 2>/dev/null
     mkdir "$work/volume"

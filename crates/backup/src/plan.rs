@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use shadowcopy_metadata::enums::BackupType;
 use shadowcopy_metadata::selection::{BackupSelection, CopyMode};
-use shadowcopy_metadata::wmd::FileSet;
+use shadowcopy_metadata::wmd::{FileDescriptor, FileSet};
 use shadowcopy_metadata::{BackupComponents, WriterMetadata, codes};
 use shadowcopy_repository::EntryKind;
 
@@ -110,18 +110,7 @@ impl BackupPlan {
                 if included.contains(&key) {
                     continue;
                 }
-                not_copied.extend(
-                    component
-                        .files
-                        .iter()
-                        .chain(&component.database_files)
-                        .chain(&component.database_log_files)
-                        .map(|d| FileSet {
-                            path: d.path.clone(),
-                            filespec: d.filespec.clone(),
-                            recursive: d.recursive,
-                        }),
-                );
+                not_copied.extend(component.all_files().map(FileDescriptor::file_set));
             }
         }
         Ok(BackupPlan {

@@ -36,7 +36,7 @@ use shadowcopy_metadata::enums::{FileRestoreStatus, RestoreMethod, RestoreTarget
 use shadowcopy_metadata::selection::{
     ComponentSelector, RestoreRequest, RestoreSelection, RestoreWriter, resolve_restore,
 };
-use shadowcopy_metadata::wmd::{AlternateLocationMapping, FileSet, WriterMetadata};
+use shadowcopy_metadata::wmd::{AlternateLocationMapping, FileDescriptor, FileSet, WriterMetadata};
 use shadowcopy_repository::{EntryKind, Repository, RestoreUnit, TreeEntry};
 use shadowcopy_requester::{Client, ComponentKey, RestoreSession, SkipReason, WriterStatus};
 
@@ -455,17 +455,7 @@ fn stored_file_sets(stored: &StoredBackup) -> Vec<FileSet> {
         .writers
         .iter()
         .flat_map(|w| &w.components)
-        .flat_map(|c| {
-            c.files
-                .iter()
-                .chain(&c.database_files)
-                .chain(&c.database_log_files)
-        })
-        .map(|d| FileSet {
-            path: d.path.clone(),
-            filespec: d.filespec.clone(),
-            recursive: d.recursive,
-        })
+        .flat_map(|c| c.all_files().map(FileDescriptor::file_set))
         .collect()
 }
 
@@ -1304,20 +1294,24 @@ impl UnitPlan {
     /// Files back to their original paths, or under `relocated_to`.
     fn add_original(&mut self, layout: &Layout, files: &[usize], relocated_to: Option<&Path>) {
         for &index in files {
-            let path = &layout.entries[index].path;
-            let volume = layout.volume_of(path).to_path_buf();
-            let (destination, boundary) = match relocated_to {
-                Some(dir) => (under(dir, &volume), dir.to_path_buf()),
-                None => {
-                    self.volumes_in_place.insert(volume.clone());
-                    (volume.clone(), volume.clone())
-                }
-            };
-            self.units
-                .entry((volume, destination, boundary))
-                .or_default()
-                .insert(path.clone());
+            self.add_in_place(layout, &layout.entries[index].path, relocated_to);
         }
+    }
+
+    /// One entry to its original path, or under `relocated_to`, in the unit of its volume.
+    fn add_in_place(&mut self, layout: &Layout, path: &Path, relocated_to: Option<&Path>) {
+        let volume = layout.volume_of(path).to_path_buf();
+        let (destination, boundary) = match relocated_to {
+            Some(dir) => (under(dir, &volume), dir.to_path_buf()),
+            None => {
+                self.volumes_in_place.insert(volume.clone());
+                (volume.clone(), volume.clone())
+            }
+        };
+        self.units
+            .entry((volume, destination, boundary))
+            .or_default()
+            .insert(path.to_path_buf());
     }
 
     /// A component set's files to their original paths (or under `relocated_to`): its whole
@@ -1361,21 +1355,9 @@ impl UnitPlan {
     /// whole restore brings back empty directories too.
     fn add_all_dirs(&mut self, layout: &Layout, relocated_to: Option<&Path>) {
         for path in &layout.dirs {
-            let volume = layout.volume_of(path).to_path_buf();
-            if *path == volume {
-                continue;
+            if path != layout.volume_of(path) {
+                self.add_in_place(layout, path, relocated_to);
             }
-            let (destination, boundary) = match relocated_to {
-                Some(dir) => (under(dir, &volume), dir.to_path_buf()),
-                None => {
-                    self.volumes_in_place.insert(volume.clone());
-                    (volume.clone(), volume.clone())
-                }
-            };
-            self.units
-                .entry((volume, destination, boundary))
-                .or_default()
-                .insert(path.clone());
         }
     }
 

@@ -5,50 +5,22 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use shadowcopy_backup::{
     BackupOptions, BackupReport, RestoreOptions, RestoreReport, StoredBackup, manifest, stored,
 };
-use shadowcopy_metadata::enums::BackupType;
 use shadowcopy_metadata::selection::ComponentSelector;
 
 use crate::coordinator::{Coordinator, CoordinatorArgs};
 use crate::output::Output;
 use crate::progress::{TerminalReporter, bytes};
 use crate::repo::RepoArgs;
+use crate::select::TypeArg;
 
 /// Where copies that are disk images are mounted while a backup reads them (in the backup's own
 /// mount namespace).
 const BACKUP_RUNTIME_DIR: &str = "/run/shadowcopy/backup";
-
-/// The backup types of the command line (BT-1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum TypeArg {
-    /// Everything; writers may truncate logs; a base for later backups.
-    Full,
-    /// What changed since the last full or incremental backup (a synthetic full: only changed
-    /// files are read, the backup restores on its own).
-    Incremental,
-    /// What changed since the last full backup.
-    Differential,
-    /// Everything, without touching the writers' history or logs.
-    Copy,
-    /// Only the writers' log files.
-    Log,
-}
-
-impl From<TypeArg> for BackupType {
-    fn from(value: TypeArg) -> Self {
-        match value {
-            TypeArg::Full => BackupType::Full,
-            TypeArg::Incremental => BackupType::Incremental,
-            TypeArg::Differential => BackupType::Differential,
-            TypeArg::Copy => BackupType::Copy,
-            TypeArg::Log => BackupType::Log,
-        }
-    }
-}
 
 /// Back up components or volumes into a restic repository, application-consistently.
 ///

@@ -6,7 +6,6 @@
 //! restore gives the same trees again, with absolute links pointed into the restore directory.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 use shadowcopy_test_support::tree::{TreeEntry, assert_same_tree, pseudo_random, read_tree};
@@ -20,21 +19,7 @@ const PASSWORD: &str = "shadowcopy test password";
 const PROVIDER_AREAS: &[&str] = &[".shadowcopy"];
 
 fn restic(repo: &Path, args: &[&str]) -> String {
-    let out = Command::new("restic")
-        .arg("-r")
-        .arg(repo)
-        .args(args)
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .env("RESTIC_CACHE_DIR", repo.with_extension("restic-cache"))
-        .output()
-        .expect("restic is installed (scripts/install-deps.sh --test)");
-    assert!(
-        out.status.success(),
-        "restic {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    shadowcopy_test_support::restic::restic(repo, PASSWORD, args)
 }
 
 /// `count` files in nested directories under `root`, mostly small, every 50th of 256 KiB; plus an

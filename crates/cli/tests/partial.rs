@@ -3,13 +3,10 @@
 //! exactly those bytes and the ranges file, not the files; a restore writes the ranges back into
 //! the files in place, leaving every other byte as it is.
 
-use std::path::Path;
-use std::process::Command;
-
 use shadowcopy_metadata::WriterClassId;
 use shadowcopy_metadata::bcd::{PartialFile, Party, WriterComponents};
 use shadowcopy_metadata::wmd::{Component, FileDescriptor, WriterMetadata};
-use shadowcopy_test_support::cli::text;
+use shadowcopy_test_support::restic::restic;
 use shadowcopy_test_support::tree::pseudo_random;
 use shadowcopy_test_support::{Cli, DaemonProcess, LoopVolume, MIB, TempDir, workspace_binary};
 use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterFailure, WriterOptions};
@@ -61,19 +58,6 @@ impl Writer for RangesWriter {
             .map_err(|e| WriterFailure::non_retryable(e.to_string()))?;
         Ok(())
     }
-}
-
-fn restic_ls(repo: &Path, id: &str) -> String {
-    let out = Command::new("restic")
-        .arg("-r")
-        .arg(repo)
-        .args(["ls", id])
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .env("RESTIC_CACHE_DIR", repo.with_extension("restic-cache"))
-        .output()
-        .expect("restic is installed");
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    text(&out.stdout)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,29 +135,25 @@ async fn loop_partial_files_back_up_and_restore_exactly_their_ranges() {
 
     // The tree holds the ranges file and the whole file, not the partial files; the documents
     // hold exactly the ranges' bytes.
-    let listed = restic_ls(&repo, &id);
+    let listed = restic(&repo, PASSWORD, &["ls", &id]);
     let db = dir.to_str().unwrap();
     assert!(listed.contains(&format!("{db}/huge.ranges")), "{listed}");
     assert!(listed.contains(&format!("{db}/other.txt")), "{listed}");
     assert!(!listed.contains(&format!("{db}/big.bin")), "{listed}");
     assert!(!listed.contains(&format!("{db}/huge.bin")), "{listed}");
     let target = work.join("documents");
-    let out = Command::new("restic")
-        .arg("-r")
-        .arg(&repo)
-        .args([
+    restic(
+        &repo,
+        PASSWORD,
+        &[
             "restore",
             &id,
             "--include",
             "/.shadowcopy-backup",
             "--target",
             target.to_str().unwrap(),
-        ])
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .env("RESTIC_CACHE_DIR", repo.with_extension("restic-cache"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+        ],
+    );
     let stored = std::fs::read(target.join(".shadowcopy-backup/partial-1.bin")).unwrap();
     let mut want = big[0..5].to_vec();
     want.extend(&big[100..120]);

@@ -16,6 +16,7 @@
 pub mod cli;
 pub mod loop_volume;
 pub mod postgres;
+pub mod restic;
 pub mod sets;
 pub mod tree;
 pub mod wait;

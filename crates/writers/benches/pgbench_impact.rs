@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use shadowcopy_metadata::WriterMetadata;
 use shadowcopy_metadata::bcd::WriterComponents;
 use shadowcopy_requester::Client;
+use shadowcopy_test_support::postgres::{as_postgres, bindir};
 use shadowcopy_test_support::sets::{
     complete, file_group, full_backup, snapshot_volumes, writer_of_class,
 };
@@ -83,35 +84,12 @@ fn run(command: &mut Command, what: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn as_postgres(program: &Path) -> Command {
-    let mut command = Command::new("runuser");
-    command
-        .args(["-u", "postgres", "--"])
-        .arg(program)
-        .current_dir("/");
-    command
-}
-
 fn postgres_owns(path: &Path, mode: u32) {
     run(
         Command::new("chown").arg("postgres:postgres").arg(path),
         "chown",
     );
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn bindir() -> PathBuf {
-    let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL is installed")
-        .flatten()
-        .filter_map(|e| {
-            let major = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").is_file().then_some((major, bin))
-        })
-        .collect();
-    dirs.sort();
-    dirs.pop().expect("a PostgreSQL server with initdb").1
 }
 
 /// Stops the cluster when the bench ends or fails.

@@ -20,15 +20,7 @@ pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
 /// Runs `restic -r repo args...` with the password in its environment only.
 pub(crate) fn restic_unchecked(repo: &Path, args: &[&str]) -> Output {
-    Command::new("restic")
-        .arg("-r")
-        .arg(repo)
-        .args(args)
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .env_remove("RESTIC_PASSWORD_FILE")
-        .env("RESTIC_CACHE_DIR", repo.with_extension("restic-cache"))
-        .output()
-        .expect("restic is installed (scripts/install-deps.sh --test)")
+    shadowcopy_test_support::restic::restic_unchecked(repo, PASSWORD, args)
 }
 
 /// Runs `restic -r repo args...` and asserts that it succeeded.
@@ -53,18 +45,7 @@ pub(crate) fn restic_check_read_data(repo: &Path) {
     );
 }
 
-/// Deterministic bytes, so that files differ from each other and do not deduplicate away.
-pub(crate) fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+pub(crate) use shadowcopy_test_support::tree::pseudo_random;
 
 /// A tree of 4 × 5 directories with 10 files each (200 files, about 4 MiB: mostly small files
 /// and a few of 512 KiB), an empty directory, a relative and a dangling absolute symlink, names
