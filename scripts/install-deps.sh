@@ -4,11 +4,22 @@
 #   scripts/install-deps.sh --test   also what the test suite needs, including a Python venv with
 #                                    grpcio for examples/python-writer (/opt/shadowcopy-test-venv,
 #                                    or $SHADOWCOPY_TEST_VENV)
+#   scripts/install-deps.sh --bench  also what the benchmarks need (docs/PERFORMANCE.md): the test
+#                                    packages they share (btrfs-progs, xfsprogs, restic, PostgreSQL)
+#                                    and borgbackup, which only the backup comparison runs
+# The options combine (`--test --bench`).
 # It is idempotent: packages already present are not fetched again.
 set -euo pipefail
 
 want_tests=false
-[[ "${1:-}" == "--test" ]] && want_tests=true
+want_bench=false
+for arg in "$@"; do
+    case "$arg" in
+        --test) want_tests=true ;;
+        --bench) want_bench=true ;;
+        *) echo "install-deps: unknown option $arg (--test, --bench)" >&2; exit 2 ;;
+    esac
+done
 
 # Debian packages the programs use at run time.
 runtime_packages=()
@@ -19,6 +30,9 @@ test_packages=(btrfs-progs xfsprogs)
 test_packages+=(restic)  # repository tests: restic reads our repositories
 test_packages+=(postgresql)  # PostgreSQL writer tests: initdb, pg_ctl, pgbench, pg_amcheck
 test_packages+=(mariadb-server mariadb-client)  # MariaDB writer tests: mariadb-install-db, mariadbd, the mariadb client
+# Debian packages the benchmarks use (docs/PERFORMANCE.md): the loop volumes' file systems, restic,
+# PostgreSQL for pgbench_impact, and borg 1.2, which only backup_vs_restic_borg runs.
+bench_packages=(btrfs-progs xfsprogs restic postgresql borgbackup)
 
 # The tests run examples/python-writer with grpcio from PyPI, in a venv of their own. Debian's
 # python3 makes venvs only with python3-venv (it carries ensurepip); a python3 built elsewhere
@@ -40,6 +54,7 @@ fi
 
 packages=("${runtime_packages[@]}")
 $want_tests && packages+=("${test_packages[@]}")
+$want_bench && packages+=("${bench_packages[@]}")
 
 missing=()
 for package in "${packages[@]}"; do

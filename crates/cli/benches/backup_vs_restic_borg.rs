@@ -23,7 +23,11 @@
 //!   V`, then `borg extract R::second` in DIR.
 //!
 //! Times are wall-clock times of the command, from spawn to exit (a restore's dirty pages are
-//! written back afterwards, outside the time, for every tool alike). After each round, 100 files
+//! written back afterwards, outside the time, for every tool alike), with the command's user and
+//! system CPU time beside them. After the second backups, each repository is also opened and
+//! listed (`shadowcopy backups list`, `restic snapshots`, `borg list`): the fixed cost of every
+//! command of the tool (process start, key derivation, index). Every restore is checked: each
+//! file there with its length, every 97th byte for byte. After each round, 100 files
 //! (1 %) get new contents of the same length and `shadowcopy backup --type incremental` runs once
 //! more against that round's repository: bytes added against bytes changed, and its time against
 //! the round's full backup.
@@ -185,14 +189,53 @@ fn drop_caches() {
         .expect("drop the page cache (the benchmark runs as root)");
 }
 
-/// Runs `command` cold and returns its wall time and output; panics with its output on failure.
-fn timed(what: &str, command: &mut Command) -> (Duration, Output) {
+/// One command's times.
+#[derive(Default, Clone, Copy)]
+struct Measure {
+    /// From spawn to exit.
+    wall: Duration,
+    /// User and system CPU time of the command (and of its own children).
+    cpu: Duration,
+}
+
+impl Measure {
+    fn wall_s(&self) -> f64 {
+        self.wall.as_secs_f64()
+    }
+    fn cpu_s(&self) -> f64 {
+        self.cpu.as_secs_f64()
+    }
+}
+
+/// The CPU time of this process's children that have been waited for (`cutime` + `cstime` in
+/// /proc/self/stat).
+fn children_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The fields after the command name, which ends with the last `)`: state is field 3, cutime
+    // field 16 and cstime field 17.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[13].parse::<u64>().unwrap() + fields[14].parse::<u64>().unwrap();
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Duration::from_secs_f64(ticks as f64 / per_second as f64)
+}
+
+/// Runs `command` cold and returns its times and output; panics with its output on failure.
+fn timed(what: &str, command: &mut Command) -> (Measure, Output) {
     drop_caches();
+    let cpu_before = children_cpu();
     let start = Instant::now();
     let output = command
         .output()
         .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
-    let elapsed = start.elapsed();
+    let elapsed = Measure {
+        wall: start.elapsed(),
+        cpu: children_cpu() - cpu_before,
+    };
     assert!(
         output.status.success(),
         "{what} failed ({}):\nstdout: {}\nstderr: {}",
@@ -218,12 +261,8 @@ fn run(what: &str, command: &mut Command) -> Output {
 }
 
 fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))
 }
 
 /// restic's `--json` backup output: the summary line.
@@ -260,7 +299,12 @@ fn verify_restore(tool: Tool, restored: &Path, live: &Path, files: &[DataFile]) 
         let len = std::fs::metadata(&path)
             .unwrap_or_else(|e| panic!("{tool}: {} not restored: {e}", path.display()))
             .len();
-        assert_eq!(len, file.len, "{tool}: {} has the wrong length", path.display());
+        assert_eq!(
+            len,
+            file.len,
+            "{tool}: {} has the wrong length",
+            path.display()
+        );
         if i % 97 == 0 {
             assert!(
                 std::fs::read(&path).unwrap() == std::fs::read(live.join(&file.relative)).unwrap(),
@@ -290,12 +334,18 @@ impl fmt::Display for Tool {
 
 const TOOLS: [Tool; 3] = [Tool::Shadowcopy, Tool::Restic, Tool::Borg];
 
+/// Picks one figure, in seconds or bytes, from a tool's round.
+type Pick = fn(&ToolRound) -> f64;
+
 /// One tool's figures of one round.
 #[derive(Default, Clone)]
 struct ToolRound {
-    first: Duration,
-    second: Duration,
-    restore: Duration,
+    first: Measure,
+    second: Measure,
+    restore: Measure,
+    /// Opening the repository and listing its snapshots, after the second backup: the fixed cost
+    /// of every command (process start, key derivation, index).
+    list: Measure,
     repo_bytes: u64,
 }
 
@@ -311,7 +361,7 @@ struct ShadowcopyRound {
     restore_duration_s: f64,
     changed_files: usize,
     changed_bytes: u64,
-    incremental: Duration,
+    incremental: Measure,
     incremental_added: u64,
     incremental_files_changed: u64,
     incremental_set_s: f64,
@@ -339,9 +389,9 @@ impl Bench<'_> {
 
         let (time, out) = timed(
             "shadowcopy backup (first)",
-            self.cli.command(&[
-                "backup", "--json", "--repo", repo_arg, "--volume", volume,
-            ]),
+            &mut self
+                .cli
+                .command(&["backup", "--json", "--repo", repo_arg, "--volume", volume]),
         );
         let first = json(&out);
         assert_eq!(first["backup_type"], "full", "{first}");
@@ -353,7 +403,7 @@ impl Bench<'_> {
 
         let (time, out) = timed(
             "shadowcopy backup (second, unchanged)",
-            self.cli.command(&[
+            &mut self.cli.command(&[
                 "backup",
                 "--json",
                 "--repo",
@@ -375,11 +425,18 @@ impl Bench<'_> {
         figures.second_copy_s = second["copy_s"].as_f64().unwrap();
         figures.second_duration_s = second["duration_s"].as_f64().unwrap();
         let id = second["backup_id"].as_str().unwrap();
+        round.list = timed(
+            "shadowcopy backups list",
+            &mut self
+                .cli
+                .offline_command(&["backups", "list", "--json", "--repo", repo_arg]),
+        )
+        .0;
 
         let target = work.join("shadowcopy-restore");
         let (time, out) = timed(
             "shadowcopy restore",
-            self.cli.offline_command(&[
+            &mut self.cli.offline_command(&[
                 "restore",
                 "--json",
                 "--repo",
@@ -448,6 +505,7 @@ impl Bench<'_> {
             "restic found its parent: {summary}"
         );
         round.second = time;
+        round.list = timed("restic snapshots", &mut restic(&["snapshots", "--json"])).0;
 
         let target = work.join("restic-restore");
         let (time, _) = timed(
@@ -455,7 +513,12 @@ impl Bench<'_> {
             &mut restic(&["restore", "latest", "--target", target.to_str().unwrap()]),
         );
         round.restore = time;
-        verify_restore(Tool::Restic, &self.restored(&target), self.volume, self.files);
+        verify_restore(
+            Tool::Restic,
+            &self.restored(&target),
+            self.volume,
+            self.files,
+        );
         std::fs::remove_dir_all(&target).unwrap();
         std::fs::remove_dir_all(&repo).unwrap();
         let _ = std::fs::remove_dir_all(&cache);
@@ -518,6 +581,7 @@ impl Bench<'_> {
             "borg's second archive deduplicated everything: {stats}"
         );
         round.second = time;
+        round.list = timed("borg list", &mut borg(&["list", "--json", repo_arg])).0;
 
         let target = work.join("borg-restore");
         std::fs::create_dir_all(&target).unwrap();
@@ -542,7 +606,7 @@ impl Bench<'_> {
         figures.changed_bytes = bytes;
         let (time, out) = timed(
             "shadowcopy backup (incremental after 1 % changed)",
-            self.cli.command(&[
+            &mut self.cli.command(&[
                 "backup",
                 "--json",
                 "--repo",
@@ -612,7 +676,13 @@ fn machine() -> String {
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|text| {
-            let kib: u64 = text.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
+            let kib: u64 = text
+                .lines()
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
             Some(format!("{:.0} GiB", kib as f64 / (1 << 20) as f64))
         })
         .unwrap_or_default();
@@ -622,7 +692,11 @@ fn machine() -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
     let restic = tool_version("restic", "version");
-    let restic = restic.split(" compiled").next().unwrap_or(&restic).to_owned();
+    let restic = restic
+        .split(" compiled")
+        .next()
+        .unwrap_or(&restic)
+        .to_owned();
     format!(
         "{date}, kernel {kernel}, {cores} cores, {memory}; {restic}; {}",
         tool_version("borg", "--version")
@@ -646,6 +720,7 @@ fn main() {
         .unwrap_or(1024);
     let shadowcopyd = workspace_binary("shadowcopyd");
     let machine = machine();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     eprintln!("machine: {machine}");
 
     let files = plan(file_count, total_mib * MIB);
@@ -687,8 +762,8 @@ fn main() {
     eprintln!("size mix: {}", mix.join("; "));
 
     let daemon = DaemonProcess::start(&shadowcopyd, "bench-backup-vs-restic-borg", "");
-    let cli = Cli::new(env!("CARGO_BIN_EXE_shadowcopy"), &daemon)
-        .with_env("RESTIC_PASSWORD", PASSWORD);
+    let cli =
+        Cli::new(env!("CARGO_BIN_EXE_shadowcopy"), &daemon).with_env("RESTIC_PASSWORD", PASSWORD);
     let bench = Bench {
         cli: &cli,
         volume: volume.mount_point(),
@@ -710,27 +785,32 @@ fn main() {
                 Tool::Borg => bench.borg(&work),
             };
             eprintln!(
-                "round {}: {tool:<10} first {:7.2} s  second {:6.2} s  restore {:6.2} s  repo {}",
+                "round {}: {tool:<10} first {:7.2} s  second {:6.2} s  restore {:6.2} s  \
+                 list {:5.2} s  repo {}",
                 round + 1,
-                r.first.as_secs_f64(),
-                r.second.as_secs_f64(),
-                r.restore.as_secs_f64(),
+                r.first.wall_s(),
+                r.second.wall_s(),
+                r.restore.wall_s(),
+                r.list.wall_s(),
                 mib(r.repo_bytes as f64)
             );
             measured.push((tool, r));
         }
         bench.incremental(&work, round, &mut figures);
         eprintln!(
-            "round {}: shadowcopy set {:.2}/{:.2} s, copy {:.2}/{:.2} s (first/second); \
-             incremental after {} files ({}) changed: {:.2} s, {} added, set {:.2} s, copy {:.2} s",
+            "round {}: shadowcopy duration {:.3}/{:.3} s, set {:.3}/{:.3} s, copy {:.3}/{:.3} s \
+             (first/second); incremental after {} files ({}) changed: {:.2} s, {} added, \
+             set {:.3} s, copy {:.3} s",
             round + 1,
+            figures.first_duration_s,
+            figures.second_duration_s,
             figures.first_set_s,
             figures.second_set_s,
             figures.first_copy_s,
             figures.second_copy_s,
             figures.changed_files,
             mib(figures.changed_bytes as f64),
-            figures.incremental.as_secs_f64(),
+            figures.incremental.wall_s(),
             mib(figures.incremental_added as f64),
             figures.incremental_set_s,
             figures.incremental_copy_s,
@@ -742,7 +822,7 @@ fn main() {
     drop(daemon);
 
     // The tables.
-    let of = |tool: Tool, pick: fn(&ToolRound) -> f64| -> Stats {
+    let of = |tool: Tool, pick: Pick| -> Stats {
         stats(results.iter().map(|round| {
             round
                 .iter()
@@ -751,10 +831,11 @@ fn main() {
                 .unwrap()
         }))
     };
-    let phases: [(&str, fn(&ToolRound) -> f64); 3] = [
-        ("first backup", |r| r.first.as_secs_f64()),
-        ("second backup, unchanged", |r| r.second.as_secs_f64()),
-        ("restore", |r| r.restore.as_secs_f64()),
+    let phases: [(&str, Pick); 4] = [
+        ("first backup", |r| r.first.wall_s()),
+        ("second backup, unchanged", |r| r.second.wall_s()),
+        ("restore", |r| r.restore.wall_s()),
+        ("open and list the repository", |r| r.list.wall_s()),
     ];
     println!(
         "{} files, {} in {} directories, btrfs loop volume; {rounds} rounds, medians (min–max)",
@@ -790,6 +871,26 @@ fn main() {
         size(Tool::Borg) / size(Tool::Restic)
     );
 
+    println!();
+    println!("CPU time (user + system) of the same commands, medians; {cores} cores:");
+    println!();
+    println!("| Phase | shadowcopy | restic | borg |");
+    println!("|---|---:|---:|---:|");
+    let cpu_phases: [(&str, Pick); 4] = [
+        ("first backup", |r| r.first.cpu_s()),
+        ("second backup, unchanged", |r| r.second.cpu_s()),
+        ("restore", |r| r.restore.cpu_s()),
+        ("open and list the repository", |r| r.list.cpu_s()),
+    ];
+    for (name, pick) in cpu_phases {
+        println!(
+            "| {name} | {:.2} s | {:.2} s | {:.2} s |",
+            of(Tool::Shadowcopy, pick).median,
+            of(Tool::Restic, pick).median,
+            of(Tool::Borg, pick).median
+        );
+    }
+
     let sc = &shadowcopy_rounds;
     let med = |pick: fn(&ShadowcopyRound) -> f64| median_f64(sc.iter().map(pick));
     let wall_first = of(Tool::Shadowcopy, phases[0].1).median;
@@ -801,13 +902,13 @@ fn main() {
     println!("| shadowcopy | wall | duration_s | snapshot_set_s | copy_s |");
     println!("|---|---:|---:|---:|---:|");
     println!(
-        "| first backup | {wall_first:.2} | {:.2} | {:.2} | {:.2} |",
+        "| first backup | {wall_first:.2} | {:.2} | {:.3} | {:.2} |",
         med(|r| r.first_duration_s),
         med(|r| r.first_set_s),
         med(|r| r.first_copy_s)
     );
     println!(
-        "| second backup, unchanged | {wall_second:.2} | {:.2} | {:.2} | {:.2} |",
+        "| second backup, unchanged | {wall_second:.2} | {:.2} | {:.3} | {:.2} |",
         med(|r| r.second_duration_s),
         med(|r| r.second_set_s),
         med(|r| r.second_copy_s)
@@ -819,7 +920,7 @@ fn main() {
 
     let changed = med(|r| r.changed_bytes as f64);
     let added = med(|r| r.incremental_added as f64);
-    let incremental = med(|r| r.incremental.as_secs_f64());
+    let incremental = med(|r| r.incremental.wall_s());
     let ratio_added = median_f64(
         sc.iter()
             .map(|r| r.incremental_added as f64 / r.changed_bytes as f64),
@@ -863,18 +964,20 @@ fn main() {
     );
     row(
         "files changed (as the backup counted them)",
-        sc.iter().map(|r| r.incremental_files_changed as f64).collect(),
+        sc.iter()
+            .map(|r| r.incremental_files_changed as f64)
+            .collect(),
         &|x| format!("{x:.0}"),
     );
     row(
         "incremental backup, wall",
-        sc.iter().map(|r| r.incremental.as_secs_f64()).collect(),
+        sc.iter().map(|r| r.incremental.wall_s()).collect(),
         &secs,
     );
     row(
         "its shadow copy set (snapshot_set_s)",
         sc.iter().map(|r| r.incremental_set_s).collect(),
-        &secs,
+        &|x| format!("{:.1} ms", x * 1000.0),
     );
     row(
         "its copy (copy_s)",
@@ -892,7 +995,7 @@ fn main() {
                     .unwrap()
                     .1
                     .first
-                    .as_secs_f64()
+                    .wall_s()
             })
             .collect(),
         &secs,
@@ -908,7 +1011,7 @@ fn main() {
                     .unwrap()
                     .1
                     .first;
-                r.incremental.as_secs_f64() / full.as_secs_f64()
+                r.incremental.wall_s() / full.wall_s()
             })
             .collect(),
         &plain,
