@@ -88,14 +88,27 @@ pub fn list(repository: &Repository) -> Result<Vec<ListedBackup>, BackupError> {
         .collect())
 }
 
-/// The snapshot `id` names: an exact id, or a prefix that only one snapshot has.
+/// The snapshot `id` names: an exact id, a prefix that only one snapshot has, or `latest`, the
+/// newest shadowcopy backup.
 fn find(repository: &Repository, id: &str) -> Result<SnapshotSummary, BackupError> {
+    if id == "latest" {
+        return list(repository)?
+            .into_iter()
+            .max_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time))
+            .map(|b| b.snapshot)
+            .ok_or_else(|| {
+                BackupError::invalid(
+                    &codes::VSS_E_OBJECT_NOT_FOUND,
+                    format!("no shadowcopy backups in {}", repository.path().display()),
+                )
+            });
+    }
     if id.len() < 4 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(BackupError::invalid(
             &codes::E_INVALIDARG,
             format!(
-                "{id:?} is not a backup id: give at least 4 hex digits of an id that \
-                 `shadowcopy backups list` shows"
+                "{id:?} is not a backup id: give `latest`, or at least 4 hex digits of an id \
+                 that `shadowcopy backups list` shows"
             ),
         ));
     }
