@@ -71,7 +71,7 @@ pub(crate) enum BackupsCommand {
     Show {
         #[command(flatten)]
         repo: RepoArgs,
-        /// The backup's id, or a unique prefix of it (at least 4 hex digits).
+        /// The backup's id, a unique prefix of it (at least 4 hex digits), or `latest`.
         id: String,
     },
     /// Check the repository's structure (and with --read-data every stored byte), and that every
@@ -113,7 +113,8 @@ pub(crate) struct RestoreArgs {
     /// The repository (not needed with --apply-pending).
     #[arg(long, short = 'r', env = "RESTIC_REPOSITORY", value_name = "DIR")]
     repo: Option<PathBuf>,
-    /// The backup to restore: its id or a unique prefix (`shadowcopy backups list`).
+    /// The backup to restore: its id, a unique prefix of it (`shadowcopy backups list`), or
+    /// `latest`.
     #[arg(long, value_name = "ID")]
     backup: Option<String>,
     /// Restore only this component (`WRITER:FULL\PATH`); repeat for more.
