@@ -929,6 +929,10 @@ fn released() -> CoordinatorError {
 
 /// A volume as the set records it: an absolute mount point without a trailing `/` (BK-DISC-6
 /// allows a trailing separator; it is not part of the name here).
+///
+/// Volumes are told apart by their names (a volume added twice, LIMIT-2 per volume), so a name
+/// must have one spelling: `/srv/./db` or `/srv//db` would otherwise count apart from `/srv/db`,
+/// and a NUL byte can name no mount point at all.
 fn normalize_volume(volume: &str) -> Result<String> {
     if !volume.starts_with('/') {
         return Err(CoordinatorError::new(
@@ -937,6 +941,20 @@ fn normalize_volume(volume: &str) -> Result<String> {
         ));
     }
     let trimmed = volume.trim_end_matches('/');
+    if volume.contains('\0')
+        || trimmed
+            .split('/')
+            .skip(1)
+            .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err(CoordinatorError::new(
+            codes::E_INVALIDARG,
+            format!(
+                "volume {volume:?} is not a mount point as the kernel names it (a NUL byte, or an \
+                 empty, `.` or `..` component); name it as /proc/self/mounts does, for example /srv/db"
+            ),
+        ));
+    }
     Ok(if trimmed.is_empty() {
         "/".to_string()
     } else {

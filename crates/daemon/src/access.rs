@@ -1,9 +1,9 @@
 //! Who may call what (spec §17, CFG-8): peers are identified by SO_PEERCRED on the Unix socket.
 //!
 //! Requester and admin calls are allowed to root, to members of the configured backup group and to
-//! accounts granted the requester role. Writer registrations are allowed to root, to accounts granted
-//! the writer role, and by default to any local account, since a writer only ever acts on its own
-//! registration; an account set to `deny` is refused everything.
+//! accounts granted the requester role; writer registrations to root, to the backup group and to
+//! accounts granted the writer role (SEC-1, docs/protocol.md §1.1). An account set to `deny` is
+//! refused everything, root included (SEC-2).
 
 use nix::unistd::{Gid, Group, Uid, User};
 
@@ -64,9 +64,6 @@ fn in_group(uid: u32, gid: u32, group: &str) -> bool {
 
 /// Decides whether `peer` may perform `action` under `config`.
 pub(crate) fn check(config: &DaemonConfig, peer: Peer, action: Action) -> Result<(), Denied> {
-    if peer.uid == 0 {
-        return Ok(());
-    }
     let name = User::from_uid(Uid::from_raw(peer.uid))
         .ok()
         .flatten()
@@ -80,32 +77,45 @@ pub(crate) fn check(config: &DaemonConfig, peer: Peer, action: Action) -> Result
         what,
         how,
     };
-    match (action, role) {
-        (_, Some(Role::Deny)) => Err(denied(
-            if action == Action::Writer {
-                "register a writer"
-            } else {
-                "run requester or admin calls"
-            },
+    let what = match action {
+        Action::Writer => "register a writer",
+        Action::Requester => "run requester or admin calls",
+    };
+    // SEC-2: a deny wins over everything else, root and group membership included.
+    if role == Some(Role::Deny) {
+        return Err(denied(
+            what,
             "access_control sets this account to \"deny\" in shadowcopyd.toml".into(),
-        )),
-        (Action::Writer, _) => Ok(()),
-        (Action::Requester, Some(Role::Requester | Role::Both)) => Ok(()),
-        (Action::Requester, _) => {
-            if let Some(group) = &config.service.backup_group
-                && in_group(peer.uid, peer.gid, group)
-            {
-                return Ok(());
-            }
-            let how = match &config.service.backup_group {
-                Some(group) => format!(
-                    "only root, members of the backup group `{group}` and accounts given the requester role in [access_control] may; add the account to `{group}`"
-                ),
-                None => "only root and accounts given the requester role may; set service.backup_group or [access_control] in shadowcopyd.toml".into(),
-            };
-            Err(denied("run requester or admin calls", how))
-        }
+        ));
     }
+    if peer.uid == 0 {
+        return Ok(());
+    }
+    let (granted, role_name) = match action {
+        Action::Writer => (matches!(role, Some(Role::Writer | Role::Both)), "writer"),
+        Action::Requester => (
+            matches!(role, Some(Role::Requester | Role::Both)),
+            "requester",
+        ),
+    };
+    if granted {
+        return Ok(());
+    }
+    if let Some(group) = &config.service.backup_group
+        && in_group(peer.uid, peer.gid, group)
+    {
+        return Ok(());
+    }
+    let user = name.as_deref().unwrap_or("<user>");
+    let how = match &config.service.backup_group {
+        Some(group) => format!(
+            "only root, members of the backup group `{group}` and accounts given the {role_name} role in [access_control] may; add the account to `{group}`, or set access_control.\"{user}\" = \"{role_name}\" in shadowcopyd.toml"
+        ),
+        None => format!(
+            "only root and accounts given the {role_name} role may; set service.backup_group, or access_control.\"{user}\" = \"{role_name}\", in shadowcopyd.toml"
+        ),
+    };
+    Err(denied(what, how))
 }
 
 #[cfg(test)]
@@ -121,10 +131,15 @@ mod tests {
     }
 
     #[test]
-    fn root_may_do_everything() {
-        let config = DaemonConfig::default();
+    fn root_may_do_everything_unless_denied() {
+        let mut config = DaemonConfig::default();
         assert!(check(&config, peer(0), Action::Requester).is_ok());
         assert!(check(&config, peer(0), Action::Writer).is_ok());
+        // SEC-2: a deny blocks even an account that would otherwise be allowed.
+        config.access_control.insert("root".into(), Role::Deny);
+        let err = check(&config, peer(0), Action::Requester).unwrap_err();
+        assert!(err.to_string().contains("deny"), "{err}");
+        assert!(check(&config, peer(0), Action::Writer).is_err());
     }
 
     #[test]
@@ -134,7 +149,8 @@ mod tests {
         let nobody = peer(65534);
         let err = check(&config, nobody, Action::Requester).unwrap_err();
         assert!(err.to_string().contains("backup_group"), "{err}");
-        assert!(check(&config, nobody, Action::Writer).is_ok());
+        let err = check(&config, nobody, Action::Writer).unwrap_err();
+        assert!(err.to_string().contains("writer role"), "{err}");
         config.service.backup_group = Some("nogroup".into());
         assert!(
             check(
@@ -153,7 +169,17 @@ mod tests {
             .access_control
             .insert("nobody".into(), Role::Requester);
         assert!(check(&config, nobody, Action::Requester).is_ok());
+        assert!(check(&config, nobody, Action::Writer).is_err());
+        config.access_control.insert("nobody".into(), Role::Writer);
+        assert!(check(&config, nobody, Action::Writer).is_ok());
+        assert!(check(&config, nobody, Action::Requester).is_err());
+        config.access_control.insert("nobody".into(), Role::Both);
+        assert!(check(&config, nobody, Action::Writer).is_ok());
+        assert!(check(&config, nobody, Action::Requester).is_ok());
+        // A deny wins over group membership (SEC-2).
+        config.service.backup_group = Some("nogroup".into());
         config.access_control.insert("nobody".into(), Role::Deny);
         assert!(check(&config, nobody, Action::Writer).is_err());
+        assert!(check(&config, nobody, Action::Requester).is_err());
     }
 }

@@ -113,6 +113,18 @@ impl AdminService {
     }
 }
 
+/// An optional id filter: empty means "any", anything else must be a GUID.
+fn parse_filter_id<T: std::str::FromStr>(
+    field: &str,
+    text: &str,
+) -> Result<Option<T>, CoordinatorError> {
+    if text.is_empty() {
+        Ok(None)
+    } else {
+        parse_id(field, text).map(Some)
+    }
+}
+
 #[tonic::async_trait]
 impl v1::admin_server::Admin for AdminService {
     async fn hello(
@@ -178,10 +190,34 @@ impl v1::admin_server::Admin for AdminService {
                 }
             })
             .collect();
-        Ok(Response::new(v1::ListWritersReply {
+        let mut reply = v1::ListWritersReply {
             status: ok(),
             writers,
-        }))
+        };
+        // The WMDs of many writers can add up to more than a message may carry; the listing then
+        // comes without them, saying so, rather than not at all.
+        let size = prost::Message::encoded_len(&reply);
+        if size > shadowcopy_protocol::MAX_MESSAGE_SIZE {
+            for writer in &mut reply.writers {
+                writer.wmd_json.clear();
+            }
+            let mut status = error_status(
+                &codes::E_OUTOFMEMORY,
+                &format!(
+                    "the writers' metadata documents add up to {size} bytes, more than the {} \
+                     bytes a protocol message may carry (MAX_MESSAGE_SIZE), so the writers are \
+                     listed without them",
+                    shadowcopy_protocol::MAX_MESSAGE_SIZE
+                ),
+            );
+            // The registry's action (free memory) does not fit a size limit of the protocol.
+            status.hint = "List the writers without their documents (include_metadata false), \
+                           and read a writer's document in a requester session that leaves the \
+                           largest out (SetWriterEnabled)."
+                .into();
+            reply.status = Some(status);
+        }
+        Ok(Response::new(reply))
     }
 
     async fn list_providers(
@@ -240,6 +276,20 @@ impl v1::admin_server::Admin for AdminService {
             },
             None => SnapshotContext::All,
         };
+        // Filters are ids: a malformed one is refused rather than matching nothing, and every
+        // spelling docs/protocol.md §3 allows (upper case, braces) matches.
+        let ids = parse_filter_id::<SnapshotSetId>("set_id", &filter.set_id).and_then(|set| {
+            parse_filter_id::<SnapshotId>("snapshot_id", &filter.snapshot_id).map(|id| (set, id))
+        });
+        let (set_filter, snapshot_filter) = match ids {
+            Ok(ids) => ids,
+            Err(e) => {
+                return Ok(Response::new(v1::ListSnapshotsReply {
+                    status: Some(error_status(&e.code(), e.message())),
+                    snapshots: vec![],
+                }));
+            }
+        };
         let records = match self.daemon.coordinator.snapshots(context).await {
             Ok(records) => records,
             Err(e) => {
@@ -254,14 +304,12 @@ impl v1::admin_server::Admin for AdminService {
         let exposures = self.daemon.exposures.all().await;
         let snapshots = records
             .iter()
-            .filter(|r| filter.set_id.is_empty() || r.set_id.to_string() == filter.set_id)
+            .filter(|r| set_filter.is_none_or(|set| r.set_id == set))
             .filter(|r| {
                 filter.volume.is_empty()
                     || r.volume.trim_end_matches('/') == filter.volume.trim_end_matches('/')
             })
-            .filter(|r| {
-                filter.snapshot_id.is_empty() || r.snapshot_id.to_string() == filter.snapshot_id
-            })
+            .filter(|r| snapshot_filter.is_none_or(|id| r.snapshot_id == id))
             .map(|r| {
                 let in_set = records.iter().filter(|o| o.set_id == r.set_id).count();
                 let mut properties =

@@ -25,9 +25,38 @@ pub(crate) fn status_of<T>(result: &Result<T, CoordinatorError>) -> v1::Status {
     }
 }
 
-/// A failure status: code, name, the message and the code's hint.
+/// The longest message a status carries, in bytes. Messages name what was wrong, and a document
+/// with 100,000 broken records or a huge malformed id would otherwise give a message larger than
+/// the whole answer may be (`MAX_MESSAGE_SIZE`), or than a gRPC status header may be, which would
+/// break the caller's stream instead of telling it what went wrong.
+pub(crate) const MAX_STATUS_MESSAGE: usize = 8 * 1024;
+
+/// `message`, cut at [`MAX_STATUS_MESSAGE`] bytes (on a character boundary) with a note of how much
+/// was left out.
+pub(crate) fn bounded(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.len() <= MAX_STATUS_MESSAGE {
+        return message.into();
+    }
+    let mut end = MAX_STATUS_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{} ... ({} more bytes left out)",
+        &message[..end],
+        message.len() - end
+    )
+    .into()
+}
+
+/// A failure status: code, name, the message (bounded) and the code's hint.
 pub(crate) fn error_status(code: &ErrorCode, message: &str) -> v1::Status {
-    v1::Status::from_code(code, message)
+    v1::Status::from_code(code, bounded(message))
+}
+
+/// A refused call: [`shadowcopy_protocol::grpc_status`] with a bounded message.
+pub(crate) fn refusal(code: &ErrorCode, message: &str) -> tonic::Status {
+    shadowcopy_protocol::grpc_status(code, bounded(message))
 }
 
 /// A writer's status as the protocol carries it (WST-1).

@@ -23,7 +23,8 @@
 //! What it serves:
 //! - every call is checked against the caller's SO_PEERCRED (`access.rs`, spec §17): requester and
 //!   admin calls for root, the backup group and accounts with the requester role; writer
-//!   registrations for any account not denied, since a writer acts only on its own registration;
+//!   registrations for root, the backup group and accounts with the writer role; `deny` wins
+//!   over everything (SEC-2);
 //! - `writer_service.rs` turns a writer's held stream into a `WriterEndpoint`;
 //!   `requester_service.rs` turns a requester's stream into one session and releases it when the
 //!   stream ends, also in the middle of a call (BK-END-6); `admin_service.rs` serves listings,

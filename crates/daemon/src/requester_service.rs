@@ -539,6 +539,49 @@ async fn restore_call(session: &mut RestoreSession, call: Call) -> CallResult {
     }
 }
 
+/// `response`, or an in-band failure when it would be larger than a message may be
+/// (`MAX_MESSAGE_SIZE`): documents from writers (WMDs, records, failure texts) can add up to more,
+/// and an answer that cannot be sent would break the requester's stream without saying why.
+fn fit(call: &str, response: v1::RequesterResponse) -> v1::RequesterResponse {
+    let size = prost::Message::encoded_len(&response);
+    if size <= shadowcopy_protocol::MAX_MESSAGE_SIZE {
+        return response;
+    }
+    let largest = match &response.result {
+        Some(Payload::WriterMetadata(list)) => list
+            .writers
+            .iter()
+            .max_by_key(|w| w.wmd_json.len())
+            .map(|w| {
+                format!(
+                    "; the largest WMD is writer instance {}'s, {} bytes: leave that writer out \
+                     with SetWriterEnabled before GatherWriterMetadata in a new session",
+                    w.writer_instance_id,
+                    w.wmd_json.len()
+                )
+            })
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    tracing::warn!(
+        call,
+        size,
+        "the answer is larger than a protocol message may be"
+    );
+    v1::RequesterResponse {
+        request_id: response.request_id,
+        status: Some(crate::convert::error_status(
+            &codes::E_OUTOFMEMORY,
+            &format!(
+                "the answer to {call} would be {size} bytes, more than the {} bytes a protocol \
+                 message may carry (MAX_MESSAGE_SIZE){largest}",
+                shadowcopy_protocol::MAX_MESSAGE_SIZE
+            ),
+        )),
+        result: None,
+    }
+}
+
 /// Serves one session stream until it ends, then releases the session.
 async fn run_session(
     daemon: Arc<Daemon>,
@@ -570,15 +613,27 @@ async fn run_session(
                 Ok(Some(request)) => request,
                 Ok(None) => break,
                 Err(status) => {
+                    // A request that cannot be read (larger than MAX_MESSAGE_SIZE, not protobuf)
+                    // ends the session; the requester is told why rather than seeing its stream
+                    // end without a reason.
                     tracing::info!(session = %local_id, %status, "requester stream failed");
+                    let _ = outbound.send(Err(status)).await;
                     break;
                 }
             },
             () = outbound.closed() => break,
         };
+        // A call added by a later minor version arrives as no call at all: it is E_NOTIMPL
+        // (docs/protocol.md §2, §4.5), like a request that sets none.
         let Some(call) = request.call else {
-            let status =
-                crate::convert::error_status(&codes::E_INVALIDARG, "the request carries no call");
+            let status = crate::convert::error_status(
+                &codes::E_NOTIMPL,
+                &format!(
+                    "the request carries no call this server knows (protocol {}); use only the \
+                     calls of the minor version Hello reports",
+                    shadowcopy_protocol::PROTOCOL_VERSION
+                ),
+            );
             let _ = outbound
                 .send(Ok(v1::RequesterResponse {
                     request_id: request.request_id,
@@ -673,11 +728,14 @@ async fn run_session(
             );
         }
         let status = status_of(&result);
-        let response = v1::RequesterResponse {
-            request_id: request.request_id,
-            status: Some(status),
-            result: result.ok().flatten(),
-        };
+        let response = fit(
+            name,
+            v1::RequesterResponse {
+                request_id: request.request_id,
+                status: Some(status),
+                result: result.ok().flatten(),
+            },
+        );
         if outbound.send(Ok(response)).await.is_err() {
             break;
         }

@@ -5,7 +5,7 @@
 //! the writer's stream ends the writer is unregistered and every event waiting on it fails, and when
 //! the daemon dies the writer's SDK sees its stream end and thaws itself.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,31 +26,63 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::access::Action;
+use crate::convert::{bounded, refusal};
 use crate::state::{Daemon, WriterConnection};
 
-/// Events waiting for a writer's result, by event id.
-type Pending = Mutex<HashMap<u64, oneshot::Sender<v1::EventResult>>>;
+/// The events sent on one writer's stream whose results are still to come.
+#[derive(Default)]
+struct Pending {
+    /// Events waiting for their result, by event id.
+    waiting: HashMap<u64, oneshot::Sender<v1::EventResult>>,
+    /// Events the coordinator stopped waiting for (a timeout, a dropped session): their results
+    /// may still come and are ignored, once each.
+    abandoned: HashSet<u64>,
+}
+
+/// What a writer's result refers to.
+enum Answered {
+    /// An event that waits for it.
+    Waiting(oneshot::Sender<v1::EventResult>),
+    /// An event the coordinator no longer waits for.
+    Late,
+    /// Nothing this stream is owed: an event never sent on it, or one already answered.
+    Unknown,
+}
+
+impl Pending {
+    fn take(&mut self, event_id: u64) -> Answered {
+        if let Some(sender) = self.waiting.remove(&event_id) {
+            Answered::Waiting(sender)
+        } else if self.abandoned.remove(&event_id) {
+            Answered::Late
+        } else {
+            Answered::Unknown
+        }
+    }
+}
 
 /// The coordinator's view of one connected writer: events go out on the stream, results come back
 /// through `pending`.
 struct StreamEndpoint {
     outbound: mpsc::Sender<Result<v1::CoordinatorEvent, Status>>,
-    pending: Arc<Pending>,
-    next_event: AtomicU64,
+    pending: Arc<Mutex<Pending>>,
+    next_event: Arc<AtomicU64>,
 }
 
-/// Removes a pending entry when a delivery ends, also when the coordinator drops it on a timeout.
+/// Removes a pending entry when a delivery ends, also when the coordinator drops it on a timeout;
+/// an entry still waiting then is remembered as abandoned, so that its late result is told apart
+/// from a result for an event that never was.
 struct PendingGuard<'a> {
-    pending: &'a Pending,
+    pending: &'a Mutex<Pending>,
     event_id: u64,
 }
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.pending
-            .lock()
-            .expect("pending lock")
-            .remove(&self.event_id);
+        let mut pending = self.pending.lock().expect("pending lock");
+        if pending.waiting.remove(&self.event_id).is_some() {
+            pending.abandoned.insert(self.event_id);
+        }
     }
 }
 
@@ -149,9 +181,11 @@ fn reply_of(result: v1::EventResult) -> Result<WriterReply, EndpointError> {
             .and_then(shadowcopy_protocol::error_code_of)
             .copied()
             .unwrap_or(codes::VSS_E_WRITERERROR_NONRETRYABLE);
+        // Bounded: the text is kept in the writer's status and sent to every requester and admin
+        // tool that lists writers, in answers that must stay within MAX_MESSAGE_SIZE.
         let message = match (&result.failure, result.application_message.is_empty()) {
-            (_, false) => result.application_message.clone(),
-            (Some(status), true) => status.message.clone(),
+            (_, false) => bounded(&result.application_message).into_owned(),
+            (Some(status), true) => bounded(&status.message).into_owned(),
             (None, true) => "the writer reported a failure without a message".into(),
         };
         reply.failure = Some(WriterFailure {
@@ -186,6 +220,7 @@ impl StreamEndpoint {
         self.pending
             .lock()
             .expect("pending lock")
+            .waiting
             .insert(event_id, sender);
         let _guard = PendingGuard {
             pending: &self.pending,
@@ -232,9 +267,9 @@ fn registration_of(
     register: &v1::Register,
 ) -> Result<(WriterRegistration, WriterMetadata), Status> {
     let metadata = WriterMetadata::from_json(&register.wmd_json).map_err(|e| {
-        shadowcopy_protocol::grpc_status(
+        refusal(
             &e.code(),
-            format!("the Register message's WMD is invalid: {e}"),
+            &format!("the Register message's WMD is invalid: {e}"),
         )
     })?;
     let mut registration = WriterRegistration::new(
@@ -266,10 +301,21 @@ fn registration_of(
                 )
             })?;
     }
-    registration.instance_name = register
-        .instance_name
-        .clone()
-        .or_else(|| metadata.identity.instance_name.clone());
+    // ROLE-7: the registry tells instances of a class apart by this name, and Identify answers are
+    // checked against it, so it must be the one the WMD states.
+    if let Some(name) = &register.instance_name
+        && metadata.identity.instance_name.as_ref() != Some(name)
+    {
+        return Err(shadowcopy_protocol::grpc_status(
+            &codes::VSS_E_INVALID_XML_DOCUMENT,
+            format!(
+                "Register names instance {name:?} but its WMD names instance {:?}; set the same \
+                 persistent instance name in both (ROLE-7)",
+                metadata.identity.instance_name
+            ),
+        ));
+    }
+    registration.instance_name = metadata.identity.instance_name.clone();
     Ok((registration, metadata))
 }
 
@@ -306,16 +352,17 @@ impl v1::writer_server::Writer for WriterService {
         };
         let (registration, metadata) = registration_of(&register)?;
         let (outbound, receiver) = mpsc::channel(64);
-        let pending: Arc<Pending> = Arc::default();
+        let pending: Arc<Mutex<Pending>> = Arc::default();
+        let next_event = Arc::new(AtomicU64::new(1));
         let endpoint = Arc::new(StreamEndpoint {
             outbound: outbound.clone(),
             pending: Arc::clone(&pending),
-            next_event: AtomicU64::new(1),
+            next_event: Arc::clone(&next_event),
         });
         let coordinator: &Coordinator = &self.daemon.coordinator;
         let instance = coordinator
             .register_writer(registration.clone(), endpoint)
-            .map_err(|e| shadowcopy_protocol::grpc_status(&e.code(), e.message()))?;
+            .map_err(|e| refusal(&e.code(), e.message()))?;
         tracing::info!(
             writer = %registration.writer_name,
             class = %registration.class_id,
@@ -353,6 +400,7 @@ impl v1::writer_server::Writer for WriterService {
             instance,
             inbound,
             pending,
+            next_event,
             outbound,
         ));
         Ok(Response::new(ReceiverStream::new(receiver)))
@@ -360,13 +408,23 @@ impl v1::writer_server::Writer for WriterService {
 }
 
 /// Reads a writer's results until its stream ends, then unregisters it.
+///
+/// A message that breaks the protocol (docs/protocol.md §5.6) ends the stream with an error that
+/// says what was wrong: a second Register, a message with nothing set, a result for an event this
+/// stream was never sent or that was already answered, a message that cannot be read. The error
+/// is sent without waiting, so a writer that does not read its stream cannot hold this task.
 async fn serve_results(
     daemon: Arc<Daemon>,
     instance: WriterInstanceId,
     mut inbound: Streaming<v1::WriterMessage>,
-    pending: Arc<Pending>,
+    pending: Arc<Mutex<Pending>>,
+    next_event: Arc<AtomicU64>,
     outbound: mpsc::Sender<Result<v1::CoordinatorEvent, Status>>,
 ) {
+    let refuse = |status: Status| {
+        tracing::warn!(%instance, %status, "closing the writer's stream");
+        let _ = outbound.try_send(Err(status));
+    };
     let stopping = daemon.writers_stopping();
     tokio::pin!(stopping);
     loop {
@@ -382,32 +440,63 @@ async fn serve_results(
             Ok(Some(v1::WriterMessage {
                 message: Some(Message::EventResult(result)),
             })) => {
-                let waiting = pending
-                    .lock()
-                    .expect("pending lock")
-                    .remove(&result.event_id);
-                match waiting {
-                    Some(sender) => {
+                let event_id = result.event_id;
+                let answered = pending.lock().expect("pending lock").take(event_id);
+                match answered {
+                    Answered::Waiting(sender) => {
                         let _ = sender.send(result);
                     }
-                    None => {
-                        tracing::debug!(%instance, event = result.event_id, "late result ignored")
+                    Answered::Late => {
+                        tracing::debug!(%instance, event = event_id, "late result ignored")
+                    }
+                    Answered::Unknown => {
+                        let what = if event_id == 0
+                            || event_id >= next_event.load(Ordering::Relaxed)
+                        {
+                            "was never sent on this stream (Registered, event 0, is not answered)"
+                        } else {
+                            "was already answered"
+                        };
+                        refuse(refusal(
+                            &codes::E_INVALIDARG,
+                            &format!(
+                                "an EventResult for event {event_id}, which {what}; answer each \
+                                 event exactly once with its own event_id (docs/protocol.md §5.6)"
+                            ),
+                        ));
+                        break;
                     }
                 }
             }
-            Ok(Some(other)) => {
-                tracing::warn!(%instance, ?other, "unexpected message from writer; closing its stream");
+            Ok(Some(v1::WriterMessage {
+                message: Some(Message::Register(_)),
+            })) => {
+                refuse(refusal(
+                    &codes::VSS_E_BAD_STATE,
+                    "Register came a second time on this stream; a stream registers one writer \
+                     instance: reconnect to register again",
+                ));
+                break;
+            }
+            Ok(Some(v1::WriterMessage { message: None })) => {
+                refuse(refusal(
+                    &codes::E_INVALIDARG,
+                    "a WriterMessage with nothing set; send an EventResult for each event",
+                ));
                 break;
             }
             Ok(None) => break,
             Err(status) => {
+                // A broken connection, or a message that cannot be read (larger than
+                // MAX_MESSAGE_SIZE, not protobuf): the writer is told which, if it still listens.
                 tracing::info!(%instance, %status, "writer stream failed");
+                let _ = outbound.try_send(Err(status));
                 break;
             }
         }
     }
     // Every event still waiting fails as "gone" when its sender is dropped here.
-    pending.lock().expect("pending lock").clear();
+    pending.lock().expect("pending lock").waiting.clear();
     daemon.coordinator.unregister_writer(instance);
     daemon
         .connections

@@ -50,6 +50,9 @@ pub(crate) struct SoakReport {
     pub(crate) daemon_fds: (usize, usize),
     /// The daemon's resident memory after the warm-up and at the end, KiB.
     pub(crate) daemon_rss_kib: (u64, u64),
+    /// The daemon's resident memory every 100 cycles, KiB: a leak keeps growing, a cache levels
+    /// off.
+    pub(crate) daemon_rss_series: Vec<(u32, u64)>,
     /// Mounts left below the soak's volume, directories and the backup's mount paths (must be 0).
     pub(crate) mounts_leaked: i64,
     /// Loop devices left with a backing file there (must be 0).
@@ -144,6 +147,18 @@ impl std::fmt::Display for SoakReport {
             "| daemon resident memory, after warm-up / end | {} / {} KiB |",
             self.daemon_rss_kib.0, self.daemon_rss_kib.1
         )?;
+        if self.daemon_rss_series.len() > 1 {
+            let series: Vec<String> = self
+                .daemon_rss_series
+                .iter()
+                .map(|(cycle, kib)| format!("{cycle}: {kib}"))
+                .collect();
+            writeln!(
+                f,
+                "| daemon resident memory by cycle, KiB | {} |",
+                series.join(", ")
+            )?;
+        }
         writeln!(f, "| mounts leaked | {} |", self.mounts_leaked)?;
         writeln!(f, "| loop devices leaked | {} |", self.loops_leaked)?;
         writeln!(
@@ -381,6 +396,11 @@ pub(crate) fn run(name: &str, cycles: u32, seed: u64) -> SoakReport {
         if cycle == warm_up {
             report.daemon_fds.0 = open_fds(daemon.pid());
             report.daemon_rss_kib.0 = rss_kib(daemon.pid());
+        }
+        if cycle % 100 == 0 {
+            report
+                .daemon_rss_series
+                .push((cycle, rss_kib(daemon.pid())));
         }
         let mut command = Command::new(&cli);
         command
