@@ -22,7 +22,8 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shadowcopy_metadata::bcd::BackupState;
@@ -164,7 +165,16 @@ pub async fn run_backup(
     let result = drive(&mut session, &context, started_at).await;
     match result {
         Ok(mut report) => {
-            session.release().await?;
+            // Fault point `backup:release` (shadowcopy-faults, a test hook).
+            shadowcopy_faults::point_async("backup:release").await?;
+            session
+                .release()
+                .await
+                .map_err(|error| BackupError::Stored {
+                    snapshot_id: report.snapshot_id.clone(),
+                    completed: true,
+                    cause: Box::new(error.into()),
+                })?;
             report.duration = started.elapsed();
             Ok(report)
         }
@@ -401,10 +411,19 @@ async fn drive(
         (BackupType::Log, _) => ParentChoice::Latest,
         _ => ParentChoice::None,
     };
+    // Fault point `backup:copy` (shadowcopy-faults, a test hook) at the first entry the copy
+    // reads; an injected failure fails the copy once it returns, as a real read error would.
+    let injected: Arc<Mutex<Option<shadowcopy_faults::Injected>>> = Arc::default();
     let filter: EntryFilter = {
         let plan = Arc::clone(&plan);
         let reporter = Arc::clone(reporter);
+        let (injected, first) = (Arc::clone(&injected), AtomicBool::new(true));
         Arc::new(move |path: &Path, kind| {
+            if first.swap(false, Ordering::Relaxed)
+                && let Err(error) = shadowcopy_faults::point("backup:copy")
+            {
+                *injected.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+            }
             let included = plan.includes(path, kind);
             if included && kind != shadowcopy_repository::EntryKind::Dir {
                 reporter.files(1);
@@ -430,6 +449,9 @@ async fn drive(
         .await?
     };
     drop(readable);
+    if let Some(error) = injected.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(error.into());
+    }
     let summary = match copied {
         Ok(summary) => summary,
         Err(error @ RepositoryError::SourceUnreadable { .. }) => {
@@ -443,7 +465,16 @@ async fn drive(
         Err(error) => return Err(error.into()),
     };
 
-    // B12: the outcome per explicit component (BK-COPY-4), then B13–B14.
+    // B12: the outcome per explicit component (BK-COPY-4), then B13–B14. The repository holds the
+    // backup from here on: a failure now (the coordinator gone) must say so, or the user would
+    // take a stored, restorable backup for a lost one.
+    let stored = |error: shadowcopy_requester::RequesterError| {
+        Failure::from(BackupError::Stored {
+            snapshot_id: summary.snapshot_id.clone(),
+            completed: false,
+            cause: Box::new(error.into()),
+        })
+    };
     let mut outcomes = Vec::new();
     for key in &keys {
         let record = manifest.components.iter().find(|c| {
@@ -453,7 +484,10 @@ async fn drive(
             Some(record) => (record.backed_up, record.failure.clone()),
             None => (true, None),
         };
-        session.set_backup_succeeded(key, succeeded).await?;
+        session
+            .set_backup_succeeded(key, succeeded)
+            .await
+            .map_err(stored)?;
         outcomes.push(ComponentOutcome {
             writer_name: record.map(|r| r.writer_name.clone()).unwrap_or_default(),
             full_path: key.full_path(),
@@ -462,8 +496,8 @@ async fn drive(
         });
     }
     reporter.step(Step::Completing);
-    session.backup_complete().await?;
-    let writers_after = session.gather_writer_status().await?;
+    session.backup_complete().await.map_err(stored)?;
+    let writers_after = session.gather_writer_status().await.map_err(stored)?;
     Ok(BackupReport {
         snapshot_id: summary.snapshot_id.clone(),
         manifest,

@@ -70,6 +70,33 @@ pub enum BackupError {
         source: std::io::Error,
     },
 
+    /// The repository holds the backup, but a later step with the coordinator failed (it went
+    /// away, say): the backup is stored and restores; `completed` says whether the writers heard
+    /// BackupComplete (without it none of them truncated its logs).
+    #[error(
+        "backup {snapshot_id} is stored in the repository and can be restored, but {}: {cause}",
+        if *completed {
+            "releasing the session afterwards failed (its writers heard BackupComplete; shadowcopyd \
+             deletes the shadow copies once it notices the session is gone, or at its next start)"
+        } else {
+            "the writers could not be told that it completed (no BackupComplete: none of them \
+             truncated its logs, BK-END-2)"
+        }
+    )]
+    Stored {
+        /// The repository snapshot.
+        snapshot_id: String,
+        /// Whether BackupComplete reached the writers.
+        completed: bool,
+        /// What failed; part of the message (not a `source`, so that it is not printed twice).
+        cause: Box<BackupError>,
+    },
+
+    /// A fault point of a test made this step fail (`SHADOWCOPY_FAULTS`, crate
+    /// `shadowcopy-faults`); never seen in production.
+    #[error(transparent)]
+    Injected(#[from] shadowcopy_faults::Injected),
+
     /// A task of the backup engine ended unexpectedly (a panic in repository code).
     #[error(
         "the {what} task ended unexpectedly: {detail}; this is a bug in shadowcopy, please report it"
@@ -91,7 +118,8 @@ impl BackupError {
             BackupError::Invalid { code, .. } => code,
             BackupError::Damaged { .. } => &codes::VSS_E_CORRUPT_XML_DOCUMENT,
             BackupError::CopyUnreadable { .. } => &codes::E_ACCESSDENIED,
-            BackupError::Internal { .. } => &codes::VSS_E_UNEXPECTED,
+            BackupError::Internal { .. } | BackupError::Injected(_) => &codes::VSS_E_UNEXPECTED,
+            BackupError::Stored { cause, .. } => cause.code(),
         }
     }
 

@@ -821,14 +821,12 @@ async fn writer_restore(
     }
 
     // Directed targets (DT-1): each source range written into its destination range.
-    for (job, _, _, route, _) in &outcomes {
+    let mut directed_failures = BTreeMap::new();
+    for (index, (job, _, _, route, _)) in outcomes.iter().enumerate() {
         if matches!(route, Route::Directed) {
             let result = apply_directed(repository, &stored.snapshot.id, layout, &bcd, job).await;
             if let Err(error) = result {
-                report.notes.push(format!(
-                    "directed targets of `{}` failed: {error}",
-                    job.full_path()
-                ));
+                directed_failures.insert(index, format!("a directed target failed: {error}"));
             }
         }
     }
@@ -841,9 +839,10 @@ async fn writer_restore(
         ));
     }
 
-    for (job, method, target, route, placement) in outcomes {
+    for (index, (job, method, target, route, placement)) in outcomes.into_iter().enumerate() {
         let failure = match &route {
             Route::Refused(why) => Some(why.clone()),
+            Route::Directed => directed_failures.remove(&index),
             _ => executed.failure_for(layout, &job.files),
         };
         // The partial files' ranges go in after the files, ranges files among them (RST-FILE-4).
@@ -1142,6 +1141,21 @@ async fn apply_directed(
                 format!(
                     "the directed target {} lies outside the backup's volumes and is not written",
                     destination.display()
+                ),
+            ));
+        }
+        // The file is opened without following a link at its own name; its directories must be
+        // real ones below the volume, or a link among them could lead the write outside.
+        let parent = destination.parent().unwrap_or(&volume);
+        if !real_directories(&volume, parent) {
+            return Err(BackupError::invalid(
+                &codes::E_ACCESSDENIED,
+                format!(
+                    "the directed target {} is not reached through real directories below {} \
+                     (a symbolic link or a missing directory is in the way), so it is not \
+                     written",
+                    destination.display(),
+                    volume.display()
                 ),
             ));
         }
@@ -1455,7 +1469,7 @@ impl UnitPlan {
             };
             work.push((unit, Touched::Files(files.clone())));
         }
-        for (unit, touched) in work {
+        for (n, (unit, touched)) in work.into_iter().enumerate() {
             let (source, destination) = (unit.source.clone(), unit.destination.clone());
             if self.volumes_in_place.contains(&unit.boundary) && !unit.boundary.is_dir() {
                 let message = format!(
@@ -1469,17 +1483,28 @@ impl UnitPlan {
                 executed.failed.push((touched, message));
                 continue;
             }
-            let result = {
-                let repository = Arc::clone(repository);
-                let snapshot = snapshot.to_owned();
-                let progress: Arc<dyn shadowcopy_repository::Progress> =
-                    Arc::new(RepositoryProgress(Arc::clone(reporter)));
-                blocking("restore files", move || {
-                    repository
-                        .restore(&snapshot, &[unit], Some(progress))
-                        .map_err(BackupError::from)
-                })
-                .await
+            // Fault point `restore:restoring` (shadowcopy-faults, a test hook), before the first
+            // file is written; an injected failure fails the unit as a real one would.
+            let injected = match n {
+                0 => shadowcopy_faults::point_async("restore:restoring")
+                    .await
+                    .err(),
+                _ => None,
+            };
+            let result = match injected {
+                Some(injected) => Err(BackupError::from(injected)),
+                None => {
+                    let repository = Arc::clone(repository);
+                    let snapshot = snapshot.to_owned();
+                    let progress: Arc<dyn shadowcopy_repository::Progress> =
+                        Arc::new(RepositoryProgress(Arc::clone(reporter)));
+                    blocking("restore files", move || {
+                        repository
+                            .restore(&snapshot, &[unit], Some(progress))
+                            .map_err(BackupError::from)
+                    })
+                    .await
+                }
             };
             match result {
                 Ok(summary) => {

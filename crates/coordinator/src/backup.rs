@@ -3,7 +3,9 @@
 //! Each call checks that it comes in VSS order and refuses the wrong order with VSS_E_BAD_STATE,
 //! naming the step that must come first. A session is single-use (ROLE-12). Releasing it, or
 //! dropping it (the daemon drops a session when the requester's stream ends), sends BackupShutdown
-//! and deletes the auto-release shadow copies (BK-END-4, BK-END-6).
+//! and deletes the auto-release shadow copies (BK-END-4, BK-END-6). A provider that fails or hangs
+//! in that deletion gets it again in the background, with a growing pause, until it succeeds: an
+//! auto-release copy must not outlive its session for longer than the provider's trouble lasts.
 
 use std::sync::Arc;
 
@@ -923,6 +925,43 @@ impl Drop for BackupSession {
     }
 }
 
+/// Deletes the auto-release copies of `set` that `provider` failed to delete at release, again
+/// and again with a pause that doubles from 0.5 s up to a minute, until the provider succeeds. The
+/// task is not one the host waits for at shutdown (a stopping daemon need not wait for a broken
+/// provider): it ends with the runtime, and a copy still left then is deleted by the provider's
+/// catalog recovery at the next start.
+fn retry_auto_release(
+    provider: crate::coordinator::RegisteredProvider,
+    set: SnapshotSetId,
+    limit: std::time::Duration,
+) {
+    let Ok(runtime) = Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut pause = std::time::Duration::from_millis(500);
+        loop {
+            tokio::time::sleep(pause).await;
+            let deleted = call_provider(
+                &provider,
+                ProviderStep::DeleteSnapshots,
+                &format!("auto-release set {set}, again after a failure at release"),
+                Some(limit),
+                provider.provider.delete_snapshots(DeleteTarget::Set(set)),
+            )
+            .await;
+            match deleted {
+                Ok(count) => {
+                    tracing::info!(provider = %provider.info.name, %set, count, "auto-release shadow copies deleted after a failure at release");
+                    return;
+                }
+                Err(error) if error.code() == codes::VSS_E_OBJECT_NOT_FOUND => return,
+                Err(_) => pause = (pause * 2).min(std::time::Duration::from_secs(60)),
+            }
+        }
+    });
+}
+
 fn released() -> CoordinatorError {
     CoordinatorError::bad_state("the call", "the session was released (ROLE-12)")
 }
@@ -1112,6 +1151,11 @@ async fn release_inner(inner: BackupInner) -> Result<()> {
                     match deleted {
                         Ok(count) => tracing::info!(provider = %provider.info.name, count, "auto-release shadow copies deleted"),
                         Err(error) => {
+                            retry_auto_release(
+                                provider.clone(),
+                                set.id,
+                                shared.config.provider_timeouts.call,
+                            );
                             if outcome.is_ok() {
                                 outcome = Err(error);
                             }

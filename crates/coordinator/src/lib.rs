@@ -57,6 +57,10 @@
 //! - A BCD change a writer sends back outside its window (BCD-7) is refused with the BCD's own code
 //!   (VSS_E_BAD_STATE, or E_ACCESSDENIED for another party's field or records) and recorded as the
 //!   writer's last failure; the event keeps its outcome.
+//! - An auto-release copy that a provider fails, or does not answer, to delete at release is
+//!   deleted again in the background with a doubling pause (0.5 s to a minute) until the provider
+//!   succeeds (BK-END-4); the host does not wait for that at shutdown, since the provider's catalog
+//!   recovery deletes what is left at the next start.
 
 mod backup;
 mod config;

@@ -414,7 +414,10 @@ async fn load_providers(
     }
     if config.providers.loop_image {
         let file = catalog(shadowcopy_providers::loop_image::LOOP_IMAGE_PROVIDER_NAME);
+        // Its watchdog thaws at the commit window, not later: the window is the longest the
+        // configuration lets writes be held (CFG-10).
         let provider = shadowcopy_providers::LoopImageProvider::new()
+            .with_commit_timeout(config.commit_window())
             .with_catalog(&file)
             .map_err(catalog_error("loop-image", &file))?;
         log_recovery("loop-image", provider.recovered());

@@ -458,6 +458,7 @@ impl Provider for BtrfsProvider {
     }
 
     async fn end_prepare_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
+        common::fault_point(PROVIDER, "end-prepare").await?;
         let members = self.store.advance(
             set,
             ProviderStep::EndPrepareSnapshots,
@@ -492,6 +493,7 @@ impl Provider for BtrfsProvider {
     }
 
     async fn pre_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
+        common::fault_point(PROVIDER, "pre-commit").await?;
         // Nothing to do: the volumes were synced before the writers froze.
         self.store
             .advance(
@@ -504,7 +506,9 @@ impl Provider for BtrfsProvider {
     }
 
     async fn commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
-        // PROV-T-1: nothing here logs or touches the volumes apart from the snapshot ioctl.
+        // PROV-T-1: nothing here logs or touches the volumes apart from the snapshot ioctl (and
+        // the fault point of tests, which does nothing unless a test sets one).
+        common::fault_point(PROVIDER, "commit").await?;
         let members = self.store.advance(
             set,
             ProviderStep::CommitSnapshots,
@@ -518,6 +522,7 @@ impl Provider for BtrfsProvider {
     }
 
     async fn post_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
+        common::fault_point(PROVIDER, "post-commit").await?;
         self.store
             .advance(
                 set,
@@ -529,6 +534,7 @@ impl Provider for BtrfsProvider {
     }
 
     async fn pre_final_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
+        common::fault_point(PROVIDER, "pre-final-commit").await?;
         let members = self.store.advance(
             set,
             ProviderStep::PreFinalCommitSnapshots,
@@ -550,6 +556,7 @@ impl Provider for BtrfsProvider {
     }
 
     async fn post_final_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
+        common::fault_point(PROVIDER, "post-final-commit").await?;
         // The snapshots are read-only since their creation; only the catalog is left to update.
         self.store.post_final_commit(set).await
     }
@@ -559,6 +566,7 @@ impl Provider for BtrfsProvider {
     }
 
     async fn delete_snapshots(&self, target: DeleteTarget) -> Result<usize, ProviderError> {
+        common::fault_point(PROVIDER, "delete").await?;
         self.store.delete(target).await
     }
 

@@ -243,6 +243,35 @@ impl<E: Tracked, X: Send + 'static> Store<E, X> {
     }
 }
 
+/// The fault point `<provider>:<step>` of a test (crate `shadowcopy-faults`, the fault matrix of
+/// `docs/RELIABILITY.md`): nothing unless `SHADOWCOPY_FAULTS` names it. An injected failure is the
+/// error an unexpected failure of the step gives; `hang` awaits forever, so the coordinator's
+/// timeouts decide, as they would for a provider that really hangs.
+pub(crate) async fn fault_point(provider: &str, step: &str) -> Result<(), ProviderError> {
+    if !shadowcopy_faults::active() {
+        return Ok(());
+    }
+    shadowcopy_faults::point_async(&format!("{provider}:{step}"))
+        .await
+        .map_err(|injected| injected_error(provider, &injected))
+}
+
+/// [`fault_point`] on a blocking thread: `hang` parks the thread for good.
+pub(crate) fn fault_point_blocking(provider: &str, step: &str) -> Result<(), ProviderError> {
+    if !shadowcopy_faults::active() {
+        return Ok(());
+    }
+    shadowcopy_faults::point(&format!("{provider}:{step}"))
+        .map_err(|injected| injected_error(provider, &injected))
+}
+
+fn injected_error(provider: &str, injected: &shadowcopy_faults::Injected) -> ProviderError {
+    ProviderError::new(
+        codes::VSS_E_UNEXPECTED_PROVIDER_ERROR,
+        format!("{provider} provider: {injected}"),
+    )
+}
+
 /// Runs blocking work (syscalls, ioctls) on tokio's blocking pool, so that the coordinator's
 /// timeouts keep working while it runs.
 pub(crate) async fn blocking<T, F>(provider: &str, work: F) -> Result<T, ProviderError>

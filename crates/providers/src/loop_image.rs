@@ -20,7 +20,10 @@
 //!   whatever was frozen when it drops (also on an error or a panic), and a watchdog thread thaws
 //!   the set when the step overruns its limit (10 s by default, [`LoopImageProvider::with_commit_timeout`]);
 //!   a step that overran fails with VSS_E_HOLD_WRITES_TIMEOUT and deletes its clones. A failed
-//!   clone deletes the clones already made. Nothing is logged inside the freeze.
+//!   clone deletes the clones already made. Nothing is logged inside the freeze. AbortSnapshots
+//!   thaws at once whatever a commit of the set still holds frozen: a coordinator that gave up on
+//!   a commit hanging inside the freeze (its commit window ran out) must not leave the volumes
+//!   frozen until the watchdog fires.
 //! - The copy is the cloned image file. Once committed, its path is the record's `snapshot_path`:
 //!   the image file is the copy's device object (EXP-4, "the snapshot's block-device path"). It is
 //!   not mounted; to read it, a host attaches it read-only to a loop device and mounts that
@@ -34,7 +37,9 @@
 //! same steps as in the btrfs provider (see `crate::btrfs`): PREPARED at EndPrepare (before the
 //! freeze), CREATED at PostFinalCommit, removed on delete and abort, never inside the freeze; at
 //! start-up persistent CREATED copies whose image exists come back, other entries have their image
-//! deleted.
+//! deleted. An entry of a set that was still in creation also has its volume thawed: a daemon
+//! killed inside the freeze leaves the file system frozen (a freeze outlives the process that
+//! made it), and only the next start can thaw it.
 //!
 //! Revert (REV-1) is not implemented (the trait's default, E_NOTIMPL). It would need the volume
 //! unmounted and its loop device detached (the mounted file system cannot be swapped under its
@@ -89,7 +94,7 @@ pub struct LoopImageProvider {
     info: ProviderInfo,
     commit_timeout: Duration,
     /// The index, and the catalog when [`LoopImageProvider::with_catalog`] was used.
-    store: Store<Entry, ()>,
+    store: Store<Entry, InFlight>,
     /// Directories whose file systems are never frozen besides the fixed ones: the catalog's.
     protected: Vec<PathBuf>,
     /// What `with_catalog` found.
@@ -97,7 +102,11 @@ pub struct LoopImageProvider {
 }
 
 /// Every copy this provider knows of, by id, with the order in which volumes were added.
-type Index = common::Index<Entry, ()>;
+type Index = common::Index<Entry, InFlight>;
+
+/// The freezes of commits in progress, by set, so that AbortSnapshots can thaw them.
+#[derive(Debug, Default)]
+struct InFlight(Vec<(SnapshotSetId, Arc<Mutex<Frozen>>)>);
 
 #[derive(Debug)]
 struct Entry {
@@ -263,6 +272,9 @@ impl Tracked for Entry {
     }
 
     fn delete_orphan(stored: &CatalogEntry) -> Result<(), ProviderError> {
+        if stored.record().state != SnapshotState::Created {
+            thaw_after_crash(Path::new(&stored.volume));
+        }
         delete_image(&stored.location).map_err(|error| {
             io_error(
                 error,
@@ -270,6 +282,34 @@ impl Tracked for Entry {
                 &stored.volume,
             )
         })
+    }
+}
+
+/// Thaws `mount`, the volume of a set whose creation a crash cut short, in case the crash came
+/// inside the freeze; only while it is still a loop-device mount (never the file system that
+/// happens to hold the path now). A volume that is not frozen answers EINVAL, which is fine.
+fn thaw_after_crash(mount: &Path) {
+    if !mount_source(mount).is_some_and(|source| source.starts_with("/dev/loop")) {
+        return;
+    }
+    match File::open(mount).map(ioctl::thaw) {
+        Ok(Ok(())) => tracing::warn!(
+            volume = %mount.display(),
+            "loop-image provider: thawed a volume that a set cut short by a crash left frozen"
+        ),
+        Ok(Err(Errno::EINVAL)) => {}
+        Ok(Err(errno)) => tracing::error!(
+            volume = %mount.display(),
+            "loop-image provider: cannot thaw a volume a crashed set may have left frozen: \
+             FITHAW: {errno}; run `fsfreeze --unfreeze {}`",
+            mount.display()
+        ),
+        Err(error) => tracing::error!(
+            volume = %mount.display(),
+            "loop-image provider: cannot open a volume a crashed set may have left frozen: \
+             {error}; run `fsfreeze --unfreeze {}` if it is",
+            mount.display()
+        ),
     }
 }
 
@@ -367,6 +407,7 @@ impl Provider for LoopImageProvider {
     }
 
     async fn end_prepare_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
+        common::fault_point(PROVIDER, "end-prepare").await?;
         let members = self.store.advance(
             set,
             ProviderStep::EndPrepareSnapshots,
@@ -452,6 +493,7 @@ impl Provider for LoopImageProvider {
     }
 
     async fn pre_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
+        common::fault_point(PROVIDER, "pre-commit").await?;
         self.store
             .advance(
                 set,
@@ -495,10 +537,23 @@ impl Provider for LoopImageProvider {
             }
         }
         let (index, limit) = (self.store.index.clone(), self.commit_timeout);
-        common::blocking(PROVIDER, move || commit_set(&index, items, limit)).await
+        let frozen = Arc::new(Mutex::new(Frozen::default()));
+        lock(&index).extra.0.push((set, frozen.clone()));
+        let result = common::blocking(PROVIDER, {
+            let index = index.clone();
+            let frozen = frozen.clone();
+            move || commit_set(&index, items, limit, frozen)
+        })
+        .await;
+        lock(&index)
+            .extra
+            .0
+            .retain(|(_, f)| !Arc::ptr_eq(f, &frozen));
+        result
     }
 
     async fn post_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
+        common::fault_point(PROVIDER, "post-commit").await?;
         self.store
             .advance(
                 set,
@@ -510,6 +565,7 @@ impl Provider for LoopImageProvider {
     }
 
     async fn pre_final_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
+        common::fault_point(PROVIDER, "pre-final-commit").await?;
         let members = self.store.advance(
             set,
             ProviderStep::PreFinalCommitSnapshots,
@@ -531,14 +587,35 @@ impl Provider for LoopImageProvider {
     }
 
     async fn post_final_commit_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
+        common::fault_point(PROVIDER, "post-final-commit").await?;
         self.store.post_final_commit(set).await
     }
 
     async fn abort_snapshots(&self, set: SnapshotSetId) -> Result<(), ProviderError> {
+        // A commit of this set that is still running (the coordinator gave up on it and dropped
+        // the call, so the commit's own clean-up after it never runs) may hold the volumes frozen:
+        // thaw them now, as the watchdog would; the commit then fails.
+        let in_flight: Vec<Arc<Mutex<Frozen>>> = {
+            let mut index = lock(&self.store.index);
+            let (of_set, others) = std::mem::take(&mut index.extra.0)
+                .into_iter()
+                .partition(|(s, _)| *s == set);
+            index.extra.0 = others;
+            of_set.into_iter().map(|(_, frozen)| frozen).collect()
+        };
+        for frozen in in_flight {
+            let mut frozen = lock(&frozen);
+            if !frozen.volumes.is_empty() {
+                tracing::warn!(%set, "loop-image provider: AbortSnapshots thaws the volumes a commit still held frozen");
+            }
+            frozen.watchdog_fired = true;
+            thaw_locked(&mut frozen);
+        }
         self.store.abort(set).await
     }
 
     async fn delete_snapshots(&self, target: DeleteTarget) -> Result<usize, ProviderError> {
+        common::fault_point(PROVIDER, "delete").await?;
         self.store.delete(target).await
     }
 
@@ -555,12 +632,14 @@ struct CommitItem {
     image: PathBuf,
 }
 
-/// The frozen volumes of one commit, shared by the committing thread and its watchdog.
-#[derive(Default)]
+/// The frozen volumes of one commit, shared by the committing thread, its watchdog and
+/// AbortSnapshots.
+#[derive(Debug, Default)]
 struct Frozen {
     /// Frozen and not yet thawed: the volume's open root and its name.
     volumes: Vec<(File, String)>,
-    /// The watchdog thawed the set: whatever is frozen from now on is thawed at once.
+    /// The watchdog (or AbortSnapshots) thawed the set: whatever is frozen from now on is thawed
+    /// at once.
     watchdog_fired: bool,
     /// Thaws that failed, for the error.
     thaw_failures: Vec<String>,
@@ -629,9 +708,9 @@ fn commit_set(
     index: &Arc<Mutex<Index>>,
     items: Vec<CommitItem>,
     limit: Duration,
+    frozen: Arc<Mutex<Frozen>>,
 ) -> Result<(), ProviderError> {
     let started = Instant::now();
-    let frozen = Arc::new(Mutex::new(Frozen::default()));
     let guard = FreezeGuard(frozen.clone());
     let done = Arc::new((Mutex::new(false), Condvar::new()));
     let _done = Done(done.clone());
@@ -663,6 +742,8 @@ fn commit_set(
             guard.freeze(root, &item.volume)?;
             sources.push(&item.open.backing);
         }
+        // The fault point of tests, inside the freeze: a hang here is what the watchdog is for.
+        common::fault_point_blocking(PROVIDER, "commit")?;
         for (item, backing) in items.iter().zip(sources) {
             if lock(&frozen).watchdog_fired {
                 return Err(hold_timeout());

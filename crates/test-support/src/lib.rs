@@ -12,8 +12,12 @@
 //! Writer and daemon tests drive backup sessions through the requester with [`sets`].
 //!
 //! PostgreSQL writer and backup tests run a private cluster on two loop volumes with [`postgres`].
+//!
+//! The fault matrix checks what a fault may not leave behind (frozen file systems, cgroups and
+//! applications, shadow copies, mounts, loop devices) with [`invariants`].
 
 pub mod cli;
+pub mod invariants;
 pub mod loop_volume;
 pub mod postgres;
 pub mod restic;
@@ -76,6 +80,8 @@ pub struct DaemonProcess {
     pub dir: TempDir,
     /// The binary, for [`DaemonProcess::restart`].
     binary: PathBuf,
+    /// Variables added to its environment (fault rules), kept for [`DaemonProcess::restart`].
+    env: Vec<(String, String)>,
 }
 
 /// The configuration the tests use: simulated providers, short event timeouts, a 2 s commit window.
@@ -103,23 +109,40 @@ impl DaemonProcess {
     /// [`DaemonProcess::state_dir`], [`DaemonProcess::expose_dir`]), so parallel tests never share
     /// a catalog, an exposure table or an exposure.
     pub fn start(binary: &Path, name: &str, config: &str) -> Self {
+        Self::start_with_env(binary, name, config, &[])
+    }
+
+    /// [`DaemonProcess::start`] with `env` added to the daemon's environment, also after a
+    /// [`DaemonProcess::restart`]: the fault rules of `shadowcopy-faults`, say.
+    pub fn start_with_env(binary: &Path, name: &str, config: &str, env: &[(&str, &str)]) -> Self {
         let dir = TempDir::new(name);
         let socket = dir.join("shadowcopyd.sock");
         std::fs::write(dir.join("shadowcopyd.toml"), config).unwrap();
         let log = dir.join("shadowcopyd.log");
-        let child = Self::spawn(binary, &dir, &socket, &log);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let child = Self::spawn(binary, &dir, &socket, &log, &env);
         let mut daemon = DaemonProcess {
             child,
             socket,
             log,
             dir,
             binary: binary.to_path_buf(),
+            env,
         };
         daemon.wait_for_socket();
         daemon
     }
 
-    fn spawn(binary: &Path, dir: &TempDir, socket: &Path, log: &Path) -> Child {
+    fn spawn(
+        binary: &Path,
+        dir: &TempDir,
+        socket: &Path,
+        log: &Path,
+        env: &[(String, String)],
+    ) -> Child {
         // Appending keeps the log of an earlier run of the same daemon (restart).
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -136,6 +159,7 @@ impl DaemonProcess {
             .arg("--expose-dir")
             .arg(dir.join("exposed"))
             .env("RUST_LOG", "debug")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -150,8 +174,27 @@ impl DaemonProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.socket);
-        self.child = Self::spawn(&self.binary, &self.dir, &self.socket, &self.log);
+        self.start_again();
+    }
+
+    /// Starts the daemon again after it died (killed by a fault, say), with the same
+    /// configuration, environment, socket, state and expose directories; reaps the dead one first
+    /// and waits until the new one answers.
+    pub fn start_again(&mut self) {
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+        self.child = Self::spawn(&self.binary, &self.dir, &self.socket, &self.log, &self.env);
         self.wait_for_socket();
+    }
+
+    /// Whether the daemon process is still running (not exited, not killed).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The daemon's state directory (`--state-dir`).

@@ -1030,7 +1030,7 @@ impl CgroupWriter {
 }
 
 /// A writer name as one file name: anything but letters, digits, `.`, `_` and `-` becomes `_`.
-fn file_safe(name: &str) -> String {
+pub(crate) fn file_safe(name: &str) -> String {
     let safe: String = name
         .chars()
         .map(|c| {

@@ -23,7 +23,8 @@
 //! Each command runs as `/bin/sh -c <command>` in a process group of its own, with stdin from
 //! /dev/null and these variables in its environment:
 //! - `SHADOWCOPY_EVENT`: the event (`identify`, `prepare_backup`, `prepare_snapshot`, `freeze`,
-//!   `thaw`, `post_snapshot`, `backup_complete`, `abort`, `pre_restore`, `post_restore`);
+//!   `thaw`, `post_snapshot`, `backup_complete`, `backup_shutdown`, `abort`, `pre_restore`,
+//!   `post_restore`);
 //! - `SHADOWCOPY_WRITER`: the writer name;
 //! - `SHADOWCOPY_SET_ID`: the shadow copy set id, where the event has one;
 //! - `SHADOWCOPY_BACKUP_TYPE`: `FULL`, `INCREMENTAL`, `DIFFERENTIAL`, `LOG` or `COPY` (backup);
@@ -48,6 +49,15 @@
 //! the `thaw` command if a freeze was started and not thawed: so an application stopped by a
 //! Freeze command that then hung or failed is resumed (the hung command is killed first).
 //!
+//! A writer process that dies while frozen (SIGKILL, a crash) can run no Abort, and the
+//! application it stopped would stay stopped. So, as the cgroup writer does, the freeze is
+//! recorded in a marker file (`<runtime_dir>/<writer name>`, holding the writer's pid) from the
+//! start of the freeze command until a thaw or abort command succeeds, and a writer that starts
+//! and finds a marker of a process that is gone runs its `abort` command (or `thaw`), with
+//! `SHADOWCOPY_EVENT=abort` and `SHADOWCOPY_ABORT_CAUSE=WriterRestarted`, before it registers.
+//! The marker is best effort: a writer that cannot write it (no access to the runtime directory)
+//! says so in its log and freezes all the same.
+//!
 //! Restore method (spec §10, RM-1, RM-2): RESTORE_IF_CAN_REPLACE by default, the method that puts
 //! the files back in place when they can be replaced and otherwise falls back to alternate
 //! locations or an error, which suits an application that tolerates its files being replaced
@@ -71,6 +81,9 @@ use tokio::io::AsyncReadExt;
 
 use crate::declaration::{Declaration, DeclarationError};
 
+/// Where freeze markers live unless `runtime_dir` says otherwise.
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/shadowcopy/script-frozen";
+
 /// The timeout of a command when the declaration gives none.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -87,7 +100,7 @@ const OUTPUT_GRACE: Duration = Duration::from_millis(500);
 
 /// The event names a command can be declared for, as they appear in the `[script]` table and in
 /// `SHADOWCOPY_EVENT`.
-pub const EVENTS: [&str; 10] = [
+pub const EVENTS: [&str; 11] = [
     "identify",
     "prepare_backup",
     "prepare_snapshot",
@@ -95,6 +108,7 @@ pub const EVENTS: [&str; 10] = [
     "thaw",
     "post_snapshot",
     "backup_complete",
+    "backup_shutdown",
     "abort",
     "pre_restore",
     "post_restore",
@@ -240,6 +254,9 @@ pub struct ScriptSettings {
     /// The user the commands run as; the writer's own user by default.
     #[serde(default)]
     pub user: Option<String>,
+    /// Where the freeze marker lives (module documentation); [`DEFAULT_RUNTIME_DIR`] by default.
+    #[serde(default)]
+    pub runtime_dir: Option<PathBuf>,
     /// Identify's command.
     #[serde(default)]
     pub identify: Option<String>,
@@ -261,6 +278,10 @@ pub struct ScriptSettings {
     /// BackupComplete's command.
     #[serde(default)]
     pub backup_complete: Option<String>,
+    /// BackupShutdown's command: the session of a set ended, after BackupComplete or without it
+    /// (a failed or abandoned backup, BK-END-5); clean up what was kept for that set.
+    #[serde(default)]
+    pub backup_shutdown: Option<String>,
     /// Abort's command; the thaw command stands in when it is missing.
     #[serde(default)]
     pub abort: Option<String>,
@@ -282,6 +303,7 @@ impl ScriptSettings {
             "thaw" => self.thaw.as_deref(),
             "post_snapshot" => self.post_snapshot.as_deref(),
             "backup_complete" => self.backup_complete.as_deref(),
+            "backup_shutdown" => self.backup_shutdown.as_deref(),
             "abort" => self.abort.as_deref(),
             "pre_restore" => self.pre_restore.as_deref(),
             "post_restore" => self.post_restore.as_deref(),
@@ -627,6 +649,70 @@ pub(crate) async fn run_program(
     }
 }
 
+/// `pid` and its start time (in clock ticks since boot, from `/proc/PID/stat`): a process
+/// identity that a later process reusing the pid does not share.
+fn process_identity(pid: u32) -> std::io::Result<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which may hold spaces and parentheses: state is the first,
+    // start time the 20th.
+    let rest = stat.rfind(')').map(|i| &stat[i + 1..]).unwrap_or_default();
+    let start = rest.split_whitespace().nth(19).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "short /proc/PID/stat")
+    })?;
+    Ok(format!("{pid} {start}"))
+}
+
+/// Runs `command` with `/bin/sh -c` (as `user` through runuser) with `env`, outside any runtime,
+/// killing its process group after `timeout`; for the start-up recovery, before the writer runs.
+fn run_blocking(
+    command: &str,
+    env: &[(&str, &str)],
+    user: Option<&str>,
+    timeout: Duration,
+) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let mut process = match user {
+        Some(user) => {
+            let mut process = std::process::Command::new("runuser");
+            process.args(["-u", user, "--", "/bin/sh"]);
+            process
+        }
+        None => std::process::Command::new("/bin/sh"),
+    };
+    let mut child = process
+        .args(["-c", command])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|error| format!("cannot start /bin/sh: {error}"))?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => return Err(format!("it exited with {status}")),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(None) | Err(_) => {
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                let _ = child.wait();
+                return Err(format!(
+                    "it did not finish within {} ms and was killed",
+                    timeout.as_millis()
+                ));
+            }
+        }
+    }
+}
+
 /// A writer that runs one declared shell command per event.
 pub struct ScriptWriter {
     /// The declaration's file, for messages.
@@ -640,6 +726,8 @@ pub struct ScriptWriter {
     /// True from the start of the freeze command until a thaw or abort command succeeded: tells
     /// Abort whether the thaw command must stand in for a missing abort command.
     frozen: Mutex<bool>,
+    /// The marker file that records a freeze in progress, for a restart after a crash.
+    marker: PathBuf,
     /// The selection per session.
     selections: Selections,
 }
@@ -674,14 +762,113 @@ impl ScriptWriter {
             writer_restore: settings.writer_restore,
         };
         let wmd = declared_metadata(d, &settings.components, &restore)?;
-        Ok(ScriptWriter {
+        let marker = settings
+            .runtime_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_RUNTIME_DIR))
+            .join(crate::cgroup::file_safe(&d.name));
+        let writer = ScriptWriter {
             file: d.file.clone(),
             settings,
             wmd,
             freeze_timeout: d.freeze_timeout(),
             frozen: Mutex::new(false),
+            marker,
             selections: Selections::default(),
-        })
+        };
+        writer.recover_after_crash();
+        Ok(writer)
+    }
+
+    /// The marker file that records a freeze in progress.
+    pub fn marker(&self) -> &Path {
+        &self.marker
+    }
+
+    /// Records that a freeze command starts: this process's pid and start time, atomically.
+    fn mark_frozen(&self) {
+        let written = (|| {
+            if let Some(dir) = self.marker.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let temporary = self.marker.with_extension("tmp");
+            std::fs::write(
+                &temporary,
+                format!("{}\n", process_identity(std::process::id())?),
+            )?;
+            std::fs::rename(&temporary, &self.marker)
+        })();
+        if let Err(error) = written {
+            tracing::warn!(
+                writer = %self.wmd.identity.writer_name,
+                marker = %self.marker.display(),
+                "cannot record the freeze ({error}): if this writer dies while frozen, the \
+                 application stays stopped until its thaw command is run by hand; set \
+                 script.runtime_dir to a directory the writer can write"
+            );
+        }
+    }
+
+    /// The freeze is over (a thaw or abort command succeeded).
+    fn unmark_frozen(&self) {
+        match std::fs::remove_file(&self.marker) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => tracing::warn!(
+                marker = %self.marker.display(),
+                "cannot remove the freeze marker: {error}; remove it by hand"
+            ),
+            _ => {}
+        }
+    }
+
+    /// Runs the abort (or thaw) command when a marker says that an earlier process of this
+    /// writer died while frozen (module documentation). A marker of a process that still runs is
+    /// left alone: that writer is frozen right now and will thaw itself.
+    fn recover_after_crash(&self) {
+        let Ok(text) = std::fs::read_to_string(&self.marker) else {
+            return;
+        };
+        let recorded = text.trim();
+        let pid = recorded
+            .split_whitespace()
+            .next()
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if pid.and_then(|pid| process_identity(pid).ok()).as_deref() == Some(recorded) {
+            return;
+        }
+        let name = &self.wmd.identity.writer_name;
+        let Some((event, command)) = self
+            .settings
+            .abort
+            .as_deref()
+            .map(|c| ("abort", c))
+            .or_else(|| self.settings.thaw.as_deref().map(|c| ("thaw", c)))
+        else {
+            self.unmark_frozen();
+            return;
+        };
+        tracing::warn!(writer = %name, marker = %self.marker.display(), "an earlier run of this writer died while frozen; running its {event} command");
+        let env = [
+            ("SHADOWCOPY_EVENT", "abort"),
+            ("SHADOWCOPY_WRITER", name.as_str()),
+            ("SHADOWCOPY_ABORT_CAUSE", "WriterRestarted"),
+        ];
+        match run_blocking(
+            command,
+            &env,
+            self.settings.user.as_deref(),
+            self.timeout(event),
+        ) {
+            Ok(()) => {
+                tracing::warn!(writer = %name, "the application left frozen by a crashed run was resumed");
+                self.unmark_frozen();
+            }
+            Err(why) => tracing::error!(
+                writer = %name,
+                "the {event} command for the freeze a crashed run left failed: {why}; resume the \
+                 application by hand and remove {}",
+                self.marker.display()
+            ),
+        }
     }
 
     /// The settings, as declared.
@@ -777,8 +964,10 @@ impl Writer for ScriptWriter {
         let selected = self.selections.of(ctx);
         if self.settings.freeze.is_some() {
             // Set before the command starts: a command that stops the application and then
-            // hangs or fails still needs the thaw command in Abort.
+            // hangs or fails still needs the thaw command in Abort, and a writer that dies
+            // meanwhile needs it at its next start.
             *lock(&self.frozen) = true;
+            self.mark_frozen();
         }
         self.run_event("freeze", ctx, &selected).await
     }
@@ -787,6 +976,7 @@ impl Writer for ScriptWriter {
         let selected = self.selections.of(ctx);
         self.run_event("thaw", ctx, &selected).await?;
         *lock(&self.frozen) = false;
+        self.unmark_frozen();
         Ok(())
     }
 
@@ -818,6 +1008,7 @@ impl Writer for ScriptWriter {
         };
         if result.is_ok() {
             *lock(&self.frozen) = false;
+            self.unmark_frozen();
         }
         result
     }
@@ -836,8 +1027,10 @@ impl Writer for ScriptWriter {
     }
 
     async fn on_backup_shutdown(&self, ctx: &EventContext) -> HandlerResult {
+        let selected = self.selections.of(ctx);
+        let result = self.run_event("backup_shutdown", ctx, &selected).await;
         self.selections.forget(ctx);
-        Ok(())
+        result
     }
 
     async fn on_pre_restore(
