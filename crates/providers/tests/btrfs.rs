@@ -687,6 +687,14 @@ async fn loop_btrfs_cancelled_commit_leaves_no_snapshot() {
         .unwrap();
     provider.end_prepare_snapshots(set).await.unwrap();
     provider.pre_commit_snapshots(set).await.unwrap();
+    // Dirty data makes the snapshot ioctl flush it first (platform facts: about 36 ms at 8 MiB
+    // dirty), so the commit is surely still running when its future is dropped; on a clean file
+    // system the ioctl can finish before the first poll.
+    std::fs::write(
+        Path::new(&volume).join("dirty.bin"),
+        vec![0x5a; 64 * 1024 * 1024],
+    )
+    .unwrap();
     let cut = tokio::time::timeout(Duration::ZERO, provider.commit_snapshots(set)).await;
     assert!(
         cut.is_err(),
