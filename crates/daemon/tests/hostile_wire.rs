@@ -8,7 +8,7 @@
 //! tests send what the requester library and the writer SDK would refuse to build. Every test
 //! starts its own daemon with `TEST_CONFIG` (simulated providers); the guard kills it on failure.
 //! Documents from a property-based generator are in `hostile_props.rs`, callers outside the
-//! allowed users in `hostile_callers.rs`; docs/reliability-hostile-input.md lists every class.
+//! allowed users in `hostile_callers.rs`; docs/RELIABILITY.md ("Hostile input") lists every class.
 
 mod raw;
 

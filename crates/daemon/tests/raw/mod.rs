@@ -183,7 +183,7 @@ pub fn assert_grpc_refused(
     }
 }
 
-/// The first 300 characters of `text`, for the test's output (which docs/reliability-hostile-input.md
+/// The first 300 characters of `text`, for the test's output (which docs/RELIABILITY.md
 /// quotes) when a message echoes a huge input.
 pub fn clip(text: &str) -> String {
     match text.char_indices().nth(300) {
