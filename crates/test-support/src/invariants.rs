@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::loop_volume::mounts_at_or_under;
+use crate::loop_volume::{loop_devices, mounts_at_or_under};
 
 /// What one test watches.
 #[derive(Debug, Clone, Default)]
@@ -175,28 +175,6 @@ fn names_in(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Every loop device that serves a file, with the file (without the " (deleted)" the kernel adds
-/// once the file is gone).
-pub fn loop_devices() -> Vec<(PathBuf, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir("/sys/block") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            if !name.starts_with("loop") {
-                return None;
-            }
-            let text =
-                std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).ok()?;
-            let text = text.trim_end_matches('\n');
-            let backing = PathBuf::from(text.strip_suffix(" (deleted)").unwrap_or(text));
-            Some((PathBuf::from("/dev").join(name), backing))
-        })
-        .collect()
 }
 
 #[cfg(test)]

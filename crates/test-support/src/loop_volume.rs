@@ -607,8 +607,9 @@ fn serves(device: &Path, image: &Path) -> bool {
     backing_file(device).is_some_and(|backing| backing == image)
 }
 
-/// Every loop device whose backing file is `image`.
-pub fn loop_devices_backed_by(image: &Path) -> Vec<PathBuf> {
+/// Every loop device that serves a file, with the file (without the " (deleted)" the kernel adds
+/// once the file is gone).
+pub fn loop_devices() -> Vec<(PathBuf, PathBuf)> {
     let Ok(entries) = std::fs::read_dir("/sys/block") else {
         return Vec::new();
     };
@@ -616,10 +617,22 @@ pub fn loop_devices_backed_by(image: &Path) -> Vec<PathBuf> {
         .flatten()
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
-            name.starts_with("loop")
-                .then(|| PathBuf::from("/dev").join(name))
+            if !name.starts_with("loop") {
+                return None;
+            }
+            let device = PathBuf::from("/dev").join(name);
+            let backing = backing_file(&device)?;
+            Some((device, backing))
         })
-        .filter(|device| serves(device, image))
+        .collect()
+}
+
+/// Every loop device whose backing file is `image`.
+pub fn loop_devices_backed_by(image: &Path) -> Vec<PathBuf> {
+    loop_devices()
+        .into_iter()
+        .filter(|(_, backing)| backing == image)
+        .map(|(device, _)| device)
         .collect()
 }
 

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shadowcopy_test_support::loop_volume::mounts_at_or_under;
+use shadowcopy_test_support::loop_volume::{loop_devices, mounts_at_or_under};
 use shadowcopy_test_support::restic::restic_unchecked;
 use shadowcopy_test_support::{DaemonProcess, LoopVolume, MIB, TempDir, workspace_binary};
 
@@ -304,15 +304,9 @@ fn mounts_below(dirs: &[&Path], volume: &Path) -> i64 {
 
 /// Loop devices whose backing file lies below any of `dirs`.
 fn loops_below(dirs: &[&Path]) -> i64 {
-    std::fs::read_dir("/sys/block")
+    loop_devices()
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
-        .filter(|backing| {
-            dirs.iter()
-                .any(|d| Path::new(backing.trim()).starts_with(d))
-        })
+        .filter(|(_, backing)| dirs.iter().any(|d| backing.starts_with(d)))
         .count() as i64
 }
 
