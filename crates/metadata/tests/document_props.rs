@@ -14,6 +14,7 @@ use shadowcopy_metadata::wmd::{
 use shadowcopy_metadata::{
     BackupComponents, Guid, WriterClassId, WriterInstanceId, WriterMetadata,
 };
+use shadowcopy_test_support::damage::damage;
 
 /// Strings drawn mostly from the characters that matter to the rules: separators, wildcards,
 /// dots, NUL and other control characters, and non-ASCII text.
@@ -180,28 +181,6 @@ fn wmd() -> impl Strategy<Value = WriterMetadata> {
                 }
             },
         )
-}
-
-/// Damages a text: truncation, a replaced byte, a duplicated slice or an inserted fragment.
-fn damage(text: &str, how: u8, at: usize, byte: u8) -> String {
-    let mut bytes = text.as_bytes().to_vec();
-    let at = at % (bytes.len() + 1);
-    match how % 4 {
-        0 => bytes.truncate(at),
-        1 if !bytes.is_empty() => {
-            let last = bytes.len() - 1;
-            bytes[at.min(last)] = byte;
-        }
-        2 => {
-            let slice = bytes[at..].iter().take(40).copied().collect::<Vec<_>>();
-            bytes.splice(at..at, slice);
-        }
-        _ => {
-            let fragments: [&[u8]; 6] = [b"null", b"\"x\"", b"-1", b"{}", b"[]", b"\"\\u0000\""];
-            bytes.splice(at..at, fragments[usize::from(byte) % 6].iter().copied());
-        }
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 proptest! {

@@ -17,6 +17,7 @@
 //! applications, shadow copies, mounts, loop devices) with [`invariants`].
 
 pub mod cli;
+pub mod damage;
 pub mod invariants;
 pub mod loop_volume;
 pub mod postgres;
