@@ -39,6 +39,7 @@ use shadowcopy_metadata::enums::{RestoreMethod, WriterRestore};
 use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterFailure};
 
 use crate::declaration::{Declaration, DeclarationError};
+use crate::marker::{FreezeMarker, run_blocking};
 use crate::script::{
     ComponentSettings, DEFAULT_COMMAND_TIMEOUT, RestoreSettings, Selections, check_user,
     declared_metadata, event_env, lock, run_program,
@@ -87,7 +88,13 @@ pub struct HooksSettings {
     /// ALWAYS keeps requesters from replacing files behind a running application (RSV-2).
     #[serde(default)]
     pub writer_restore: Option<WriterRestore>,
+    /// Where the freeze marker lives; [`DEFAULT_RUNTIME_DIR`] by default.
+    #[serde(default)]
+    pub runtime_dir: Option<PathBuf>,
 }
+
+/// Where freeze markers live unless `hooks.runtime_dir` says otherwise.
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/shadowcopy/hooks-frozen";
 
 /// A writer that runs a `fsfreeze-hook.d` directory.
 pub struct HooksWriter {
@@ -98,6 +105,8 @@ pub struct HooksWriter {
     freeze_timeout: Duration,
     /// The hooks whose `freeze` succeeded, in the order they ran; thawed from the back.
     frozen: Mutex<Vec<PathBuf>>,
+    /// The marker that records the frozen hooks, for a restart after a crash.
+    marker: FreezeMarker,
     selections: Selections,
 }
 
@@ -164,14 +173,80 @@ impl HooksWriter {
             writer_restore: settings.writer_restore,
         };
         let wmd = declared_metadata(d, &settings.components, &restore)?;
-        Ok(HooksWriter {
+        let marker = FreezeMarker::new(
+            settings
+                .runtime_dir
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_RUNTIME_DIR)),
+            &d.name,
+            "hooks.runtime_dir",
+        );
+        let writer = HooksWriter {
             file: d.file.clone(),
             settings,
             wmd,
             freeze_timeout: d.freeze_timeout(),
             frozen: Mutex::new(Vec::new()),
+            marker,
             selections: Selections::default(),
-        })
+        };
+        writer.recover_after_crash();
+        Ok(writer)
+    }
+
+    /// The marker file that records the hooks frozen now.
+    pub fn marker(&self) -> &Path {
+        self.marker.path()
+    }
+
+    /// Thaws, in reverse order, the hooks that an earlier process of this writer froze and left
+    /// frozen when it died (its marker names them), before this writer registers.
+    fn recover_after_crash(&self) {
+        let Some(hooks) = self.marker.left_by_dead_process() else {
+            return;
+        };
+        let name = &self.wmd.identity.writer_name;
+        tracing::warn!(writer = %name, marker = %self.marker.path().display(), hooks = hooks.len(), "an earlier run of this writer died with hooks frozen; thawing them");
+        let env = [
+            ("SHADOWCOPY_EVENT", "abort"),
+            ("SHADOWCOPY_WRITER", name.as_str()),
+            ("SHADOWCOPY_ABORT_CAUSE", "WriterRestarted"),
+        ];
+        let mut still_frozen = Vec::new();
+        for hook in hooks.iter().rev() {
+            if let Err(why) = run_blocking(
+                Path::new(hook),
+                &["thaw"],
+                &env,
+                self.settings.user.as_deref(),
+                self.timeout(),
+            ) {
+                tracing::error!(writer = %name, hook = %hook, "thawing a hook a crashed run left frozen failed: {why}; thaw it by hand");
+                still_frozen.push(hook.clone());
+            }
+        }
+        if still_frozen.is_empty() {
+            tracing::warn!(writer = %name, "the hooks left frozen by a crashed run were thawed");
+            self.marker.clear();
+        } else {
+            still_frozen.reverse();
+            self.marker.mark(&still_frozen);
+        }
+    }
+
+    /// Records in the marker the hooks frozen now and those whose thaw failed, in freeze order,
+    /// or removes it when there are none: what a restart after a crash must thaw.
+    fn record_frozen_with(&self, not_thawed: &[String]) {
+        let mut frozen: Vec<String> = lock(&self.frozen)
+            .iter()
+            .map(|hook| hook.display().to_string())
+            .collect();
+        frozen.extend(not_thawed.iter().rev().cloned());
+        if frozen.is_empty() {
+            self.marker.clear();
+        } else {
+            self.marker.mark(&frozen);
+        }
     }
 
     /// The settings, as declared.
@@ -229,6 +304,7 @@ impl HooksWriter {
     async fn thaw_all(&self, ctx: &EventContext, event: &str) -> HandlerResult {
         let env = event_env(event, ctx, &self.selections.of(ctx));
         let mut failures = Vec::new();
+        let mut not_thawed = Vec::new();
         loop {
             // Pop one at a time, so that a thaw cancelled half-way leaves the rest for Abort.
             let Some(hook) = lock(&self.frozen).pop() else {
@@ -236,8 +312,12 @@ impl HooksWriter {
             };
             if let Err(failure) = self.call(&hook, "thaw", &env, self.timeout()).await {
                 failures.push(failure);
+                not_thawed.push(hook.display().to_string());
+            } else {
+                self.record_frozen_with(&not_thawed);
             }
         }
+        self.record_frozen_with(&not_thawed);
         match failures.len() {
             0 => Ok(()),
             1 => Err(failures.remove(0)),
@@ -287,9 +367,14 @@ impl Writer for HooksWriter {
         // A hook that outlives the freeze window is useless (BK-SNAP-5).
         let timeout = self.timeout().min(self.freeze_timeout);
         for hook in hooks {
+            // Recorded before the hook runs: a crash while it runs may leave it frozen.
+            lock(&self.frozen).push(hook.clone());
+            self.record_frozen_with(&[]);
             match self.call(&hook, "freeze", &env, timeout).await {
-                Ok(()) => lock(&self.frozen).push(hook),
+                Ok(()) => {}
                 Err(failure) => {
+                    // The failed hook did not freeze: only the ones before it are thawed.
+                    lock(&self.frozen).pop();
                     tracing::error!(hook = %hook.display(), "freeze hook failed: {failure}; thawing the hooks already frozen");
                     // Thaw what is frozen now, not only later in Abort: the failing hook's
                     // message is what the requester must see, and a thaw failure is logged.

@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod declaration;
 pub mod hooks;
 pub mod mariadb;
+mod marker;
 pub mod postgres;
 pub mod script;
 pub mod sqlite;

@@ -80,6 +80,7 @@ use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterFailure};
 use tokio::io::AsyncReadExt;
 
 use crate::declaration::{Declaration, DeclarationError};
+use crate::marker::{FreezeMarker, run_blocking};
 
 /// Where freeze markers live unless `runtime_dir` says otherwise.
 pub const DEFAULT_RUNTIME_DIR: &str = "/run/shadowcopy/script-frozen";
@@ -649,70 +650,6 @@ pub(crate) async fn run_program(
     }
 }
 
-/// `pid` and its start time (in clock ticks since boot, from `/proc/PID/stat`): a process
-/// identity that a later process reusing the pid does not share.
-fn process_identity(pid: u32) -> std::io::Result<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which may hold spaces and parentheses: state is the first,
-    // start time the 20th.
-    let rest = stat.rfind(')').map(|i| &stat[i + 1..]).unwrap_or_default();
-    let start = rest.split_whitespace().nth(19).ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, "short /proc/PID/stat")
-    })?;
-    Ok(format!("{pid} {start}"))
-}
-
-/// Runs `command` with `/bin/sh -c` (as `user` through runuser) with `env`, outside any runtime,
-/// killing its process group after `timeout`; for the start-up recovery, before the writer runs.
-fn run_blocking(
-    command: &str,
-    env: &[(&str, &str)],
-    user: Option<&str>,
-    timeout: Duration,
-) -> Result<(), String> {
-    use std::os::unix::process::CommandExt;
-    let mut process = match user {
-        Some(user) => {
-            let mut process = std::process::Command::new("runuser");
-            process.args(["-u", user, "--", "/bin/sh"]);
-            process
-        }
-        None => std::process::Command::new("/bin/sh"),
-    };
-    let mut child = process
-        .args(["-c", command])
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(|error| format!("cannot start /bin/sh: {error}"))?;
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(status)) => return Err(format!("it exited with {status}")),
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Ok(None) | Err(_) => {
-                if let Ok(pid) = i32::try_from(child.id()) {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-                let _ = child.wait();
-                return Err(format!(
-                    "it did not finish within {} ms and was killed",
-                    timeout.as_millis()
-                ));
-            }
-        }
-    }
-}
-
 /// A writer that runs one declared shell command per event.
 pub struct ScriptWriter {
     /// The declaration's file, for messages.
@@ -726,8 +663,8 @@ pub struct ScriptWriter {
     /// True from the start of the freeze command until a thaw or abort command succeeded: tells
     /// Abort whether the thaw command must stand in for a missing abort command.
     frozen: Mutex<bool>,
-    /// The marker file that records a freeze in progress, for a restart after a crash.
-    marker: PathBuf,
+    /// The marker that records a freeze in progress, for a restart after a crash.
+    marker: FreezeMarker,
     /// The selection per session.
     selections: Selections,
 }
@@ -762,11 +699,14 @@ impl ScriptWriter {
             writer_restore: settings.writer_restore,
         };
         let wmd = declared_metadata(d, &settings.components, &restore)?;
-        let marker = settings
-            .runtime_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_RUNTIME_DIR))
-            .join(crate::cgroup::file_safe(&d.name));
+        let marker = FreezeMarker::new(
+            settings
+                .runtime_dir
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_RUNTIME_DIR)),
+            &d.name,
+            "script.runtime_dir",
+        );
         let writer = ScriptWriter {
             file: d.file.clone(),
             settings,
@@ -782,57 +722,14 @@ impl ScriptWriter {
 
     /// The marker file that records a freeze in progress.
     pub fn marker(&self) -> &Path {
-        &self.marker
-    }
-
-    /// Records that a freeze command starts: this process's pid and start time, atomically.
-    fn mark_frozen(&self) {
-        let written = (|| {
-            if let Some(dir) = self.marker.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let temporary = self.marker.with_extension("tmp");
-            std::fs::write(
-                &temporary,
-                format!("{}\n", process_identity(std::process::id())?),
-            )?;
-            std::fs::rename(&temporary, &self.marker)
-        })();
-        if let Err(error) = written {
-            tracing::warn!(
-                writer = %self.wmd.identity.writer_name,
-                marker = %self.marker.display(),
-                "cannot record the freeze ({error}): if this writer dies while frozen, the \
-                 application stays stopped until its thaw command is run by hand; set \
-                 script.runtime_dir to a directory the writer can write"
-            );
-        }
-    }
-
-    /// The freeze is over (a thaw or abort command succeeded).
-    fn unmark_frozen(&self) {
-        match std::fs::remove_file(&self.marker) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => tracing::warn!(
-                marker = %self.marker.display(),
-                "cannot remove the freeze marker: {error}; remove it by hand"
-            ),
-            _ => {}
-        }
+        self.marker.path()
     }
 
     /// Runs the abort (or thaw) command when a marker says that an earlier process of this
     /// writer died while frozen (module documentation). A marker of a process that still runs is
     /// left alone: that writer is frozen right now and will thaw itself.
     fn recover_after_crash(&self) {
-        let Ok(text) = std::fs::read_to_string(&self.marker) else {
-            return;
-        };
-        let recorded = text.trim();
-        let pid = recorded
-            .split_whitespace()
-            .next()
-            .and_then(|pid| pid.parse::<u32>().ok());
-        if pid.and_then(|pid| process_identity(pid).ok()).as_deref() == Some(recorded) {
+        if self.marker.left_by_dead_process().is_none() {
             return;
         }
         let name = &self.wmd.identity.writer_name;
@@ -843,30 +740,31 @@ impl ScriptWriter {
             .map(|c| ("abort", c))
             .or_else(|| self.settings.thaw.as_deref().map(|c| ("thaw", c)))
         else {
-            self.unmark_frozen();
+            self.marker.clear();
             return;
         };
-        tracing::warn!(writer = %name, marker = %self.marker.display(), "an earlier run of this writer died while frozen; running its {event} command");
+        tracing::warn!(writer = %name, marker = %self.marker.path().display(), "an earlier run of this writer died while frozen; running its {event} command");
         let env = [
             ("SHADOWCOPY_EVENT", "abort"),
             ("SHADOWCOPY_WRITER", name.as_str()),
             ("SHADOWCOPY_ABORT_CAUSE", "WriterRestarted"),
         ];
         match run_blocking(
-            command,
+            Path::new("/bin/sh"),
+            &["-c", command],
             &env,
             self.settings.user.as_deref(),
             self.timeout(event),
         ) {
             Ok(()) => {
                 tracing::warn!(writer = %name, "the application left frozen by a crashed run was resumed");
-                self.unmark_frozen();
+                self.marker.clear();
             }
             Err(why) => tracing::error!(
                 writer = %name,
                 "the {event} command for the freeze a crashed run left failed: {why}; resume the \
                  application by hand and remove {}",
-                self.marker.display()
+                self.marker.path().display()
             ),
         }
     }
@@ -967,7 +865,7 @@ impl Writer for ScriptWriter {
             // hangs or fails still needs the thaw command in Abort, and a writer that dies
             // meanwhile needs it at its next start.
             *lock(&self.frozen) = true;
-            self.mark_frozen();
+            self.marker.mark(&[]);
         }
         self.run_event("freeze", ctx, &selected).await
     }
@@ -976,7 +874,7 @@ impl Writer for ScriptWriter {
         let selected = self.selections.of(ctx);
         self.run_event("thaw", ctx, &selected).await?;
         *lock(&self.frozen) = false;
-        self.unmark_frozen();
+        self.marker.clear();
         Ok(())
     }
 
@@ -1008,7 +906,7 @@ impl Writer for ScriptWriter {
         };
         if result.is_ok() {
             *lock(&self.frozen) = false;
-            self.unmark_frozen();
+            self.marker.clear();
         }
         result
     }

@@ -206,3 +206,95 @@ async fn failing_hook_is_reported_and_frozen_hooks_are_thawed() {
     drop(daemon);
     volume.close().expect("nothing left mounted or attached");
 }
+
+/// A standalone hooks writer killed (SIGKILL) while its hook holds the application stopped: the
+/// freeze marker names the hook, and the writer started again thaws it before it registers, so
+/// the application does not stay stopped until someone notices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hooks_writer_killed_while_frozen_thaws_its_hooks_when_it_starts_again() {
+    let volume = LoopVolume::btrfs(256 * MIB).expect("a btrfs loop volume (root and btrfs-progs)");
+    let data = volume.path("app");
+    std::fs::create_dir_all(&data).unwrap();
+    let app = App::start(&data.join("app.log"));
+    let dir = TempDir::new("hooks-crash");
+    let hooks = dir.join("fsfreeze-hook.d");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let log = dir.join("order");
+    // The freeze hook stops the application, then kills the writer that runs it ($PPID): the
+    // writer dies with the application frozen.
+    hook(
+        &hooks,
+        "10-app",
+        &format!(
+            "{} || exit 1\n        echo \"freeze 10-app\" >> '{}'\n        kill -9 $PPID\n        sleep 5",
+            app.stop_command(),
+            log.display()
+        ),
+        &format!(
+            "echo \"thaw 10-app $SHADOWCOPY_ABORT_CAUSE\" >> '{}'\n        {}",
+            log.display(),
+            app.resume_command()
+        ),
+    );
+    let file = declare(&dir, "hooks-crash", &hooks, &data);
+    let markers = dir.join("markers");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text = text.replace(
+        "[hooks]\n",
+        &format!("[hooks]\nruntime_dir = \"{}\"\n", markers.display()),
+    );
+    std::fs::write(&file, text).unwrap();
+    let marker = markers.join("hooks-crash");
+
+    let daemon = daemon("hooks-crash");
+    let start_writer = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_shadowcopy-writer"))
+            .arg("run")
+            .arg(&file)
+            .arg("--socket")
+            .arg(daemon.socket())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("shadowcopy-writer runs")
+    };
+    let mut writer = start_writer();
+    let client = client_when_registered(&daemon, "hooks-crash").await;
+    let done = backup(&client, "hooks-crash", "", "data", volume.mount_point()).await;
+    let status = writer.wait().expect("the writer is reaped");
+    assert!(!status.success(), "the hook killed the writer: {status}");
+    assert!(
+        app.is_stopped(),
+        "the dead writer left the application stopped"
+    );
+    assert!(
+        std::fs::read_to_string(&marker)
+            .unwrap_or_default()
+            .contains("10-app"),
+        "the marker names the frozen hook"
+    );
+
+    let mut restarted = start_writer();
+    assert!(
+        wait(Duration::from_secs(20), || !app.is_stopped()
+            && !marker.exists()),
+        "the restarted writer thawed the hook and removed its marker"
+    );
+    assert_eq!(
+        order(&log),
+        ["freeze 10-app", "thaw 10-app WriterRestarted"],
+        "only the frozen hook is thawed, once, told why"
+    );
+    let before = lines(&app.log);
+    assert!(
+        wait(Duration::from_secs(10), || lines(&app.log) > before + 2),
+        "the application writes again"
+    );
+
+    let _ = restarted.kill();
+    let _ = restarted.wait();
+    drop(done);
+    drop(app);
+    drop(daemon);
+    volume.close().expect("nothing left mounted or attached");
+}
