@@ -30,6 +30,7 @@ test_packages=(btrfs-progs xfsprogs)
 test_packages+=(restic)  # repository tests: restic reads our repositories
 test_packages+=(postgresql)  # PostgreSQL writer tests: initdb, pg_ctl, pgbench, pg_amcheck
 test_packages+=(mariadb-server mariadb-client)  # MariaDB writer tests: mariadb-install-db, mariadbd, the mariadb client
+test_packages+=(curl)  # metrics tests scrape shadowcopyd's /metrics as Prometheus would, with curl
 # Debian packages the benchmarks use (docs/PERFORMANCE.md): the loop volumes' file systems, restic,
 # PostgreSQL for pgbench_impact, and borg 1.2, which only backup_vs_restic_borg runs.
 bench_packages=(btrfs-progs xfsprogs restic postgresql borgbackup)

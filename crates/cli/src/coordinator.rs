@@ -107,6 +107,9 @@ impl Coordinator {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create the runtime directory {}", dir.display()))?;
         config.service.socket = dir.join("shadowcopyd.sock");
+        // Metrics are shadowcopyd's: a command that lives for one backup would only take the
+        // port from a daemon started later, and its counts would vanish with it.
+        config.metrics.listen = None;
         let service = Service::start(config)
             .await
             .context("cannot start the embedded coordinator")?;

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::backup::BackupSession;
 use crate::config::CoordinatorConfig;
 use crate::error::{CoordinatorError, Result};
+use crate::observer::{SetObserver, SnapshotSetReport};
 use crate::provider::{
     DeleteTarget, Provider, ProviderError, ProviderInfo, ProviderStep, SnapshotRecord,
     VolumeSupport, translate_provider_code_at,
@@ -50,6 +51,8 @@ pub(crate) struct Shared {
     /// Volumes being reverted (REV-1: a second revert of one volume is VSS_E_REVERT_IN_PROGRESS).
     reverts: Mutex<BTreeSet<String>>,
     pub(crate) background: Background,
+    /// Told about every snapshot set once it is over (the daemon's metrics).
+    observer: Mutex<Option<Arc<dyn SetObserver>>>,
 }
 
 /// Counts tasks spawned so that a Thaw, Abort or release finishes even when the caller is gone
@@ -189,6 +192,15 @@ impl Shared {
             shared: self.clone(),
             set,
         })
+    }
+
+    /// Hands a finished set's report to the observer, if one is installed; the lock is not held
+    /// while it runs.
+    pub(crate) fn report_set(&self, report: &SnapshotSetReport) {
+        let observer = lock(&self.observer).clone();
+        if let Some(observer) = observer {
+            observer.snapshot_set_finished(report);
+        }
     }
 
     pub(crate) fn provider_by_id(&self, id: ProviderId) -> Option<&RegisteredProvider> {
@@ -498,8 +510,16 @@ impl Coordinator {
                 set_in_creation: Mutex::new(None),
                 reverts: Mutex::new(BTreeSet::new()),
                 background: Background::new(),
+                observer: Mutex::new(None),
             }),
         }
+    }
+
+    /// Installs the observer that is told about every snapshot set once its DoSnapshotSet is
+    /// over, however it ended (outcome, result code, freeze window, duration); replaces any
+    /// earlier one. The daemon's metrics use it; the coordinator itself keeps no statistics.
+    pub fn observe_snapshot_sets(&self, observer: Arc<dyn SetObserver>) {
+        *lock(&self.shared.observer) = Some(observer);
     }
 
     /// The settings.

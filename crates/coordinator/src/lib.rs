@@ -33,6 +33,11 @@
 //! Tracing: one span per session, one per snapshot set (with the set id), child spans per phase
 //! and per writer event.
 //!
+//! Statistics are the host's: [`Coordinator::observe_snapshot_sets`] installs a [`SetObserver`]
+//! that gets a [`SnapshotSetReport`] (outcome, result code, freeze window, duration) for every set
+//! once DoSnapshotSet is over, also one cut short; the daemon turns these into its Prometheus
+//! metrics, so that this crate stays free of HTTP and metrics formats.
+//!
 //! Where the spec leaves a choice, this crate decides as follows:
 //! - Thaw goes in reverse application-level order (ROLE-9 and OPEN-3: the proposal is adopted).
 //! - Every event has its own configurable timeout, 60 s by default (CFG-16); a missed one is
@@ -67,6 +72,7 @@ mod config;
 mod coordinator;
 mod error;
 mod events;
+mod observer;
 mod provider;
 mod registry;
 mod restore;
@@ -82,6 +88,7 @@ pub use config::{
 };
 pub use coordinator::{Coordinator, DeleteOutcome};
 pub use error::{CoordinatorError, Result};
+pub use observer::{SetObserver, SetOutcome, SetVolume, SnapshotSetReport};
 pub use provider::{
     ALLOWED_PROVIDER_CODES, DeleteTarget, Provider, ProviderError, ProviderInfo, ProviderStep,
     REVERT_PROVIDER_CODES, SnapshotRecord, VolumeSupport, translate_provider_code,

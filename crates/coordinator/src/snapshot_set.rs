@@ -10,9 +10,13 @@
 //!   Thaw sent) runs out, whatever the main sequence is doing;
 //! - [`WritersGuard`] and [`ProvidersGuard`] abort writers and providers from their `Drop` when the
 //!   sequence is cut short by a panic or by the caller dropping the future.
+//!
+//! Every set, however it ends, is reported to the coordinator's observer ([`SetReporter`]) with its
+//! freeze window: the first Freeze sent to the last Thaw answered (or the last Abort answered when
+//! the set failed with writers frozen), measured here because only here are both ends seen.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::future::join_all;
 use shadowcopy_metadata::bcd::{BackupComponents, Phase};
@@ -29,6 +33,7 @@ use crate::coordinator::{RegisteredProvider, Shared, call_provider};
 use crate::error::{CoordinatorError, Result};
 use crate::events::settle;
 use crate::events::{apply_components, components_of, send_abort, send_event};
+use crate::observer::{SetOutcome, SetVolume, SnapshotSetReport};
 use crate::provider::{DeleteTarget, ProviderStep};
 use crate::registry::{Delivery, Failed, SessionWriter, deliver, lock};
 use crate::writer::{SnapshotLocation, WriterEvent, WriterEventKind, WriterFailure, WriterReply};
@@ -65,6 +70,7 @@ pub(crate) async fn run(
     writers: Vec<Arc<SessionWriter>>,
     bcd: &mut BackupComponents,
 ) -> Result<()> {
+    let reporter = SetReporter::new(shared, set, bcd.context(), volumes, writers.len());
     let handle = Handle::current();
     let providers = providers_of(volumes);
     let run = Run {
@@ -78,6 +84,8 @@ pub(crate) async fn run(
         tasks: Mutex::new(Vec::new()),
         done: watch::Sender::new(false),
         commit_reached: AtomicBool::new(false),
+        first_freeze: OnceLock::new(),
+        freeze_ended: Mutex::new(None),
     };
     let mut writers_guard = WritersGuard {
         shared: shared.clone(),
@@ -103,7 +111,70 @@ pub(crate) async fn run(
     run.finish().await;
     writers_guard.armed = false;
     providers_guard.armed = false;
+    let outcome = match &result {
+        Ok(()) => SetOutcome::Created,
+        Err(error) => SetOutcome::Failed(error.code()),
+    };
+    reporter.finished(outcome, run.freeze_window());
     result
+}
+
+/// Reports the set to the coordinator's observer: [`SetReporter::finished`] with its outcome, or,
+/// when DoSnapshotSet is cut short (the future dropped, a panic), from `Drop` as interrupted.
+struct SetReporter {
+    shared: Arc<Shared>,
+    /// `None` once reported.
+    report: Option<SnapshotSetReport>,
+    started: Instant,
+}
+
+impl SetReporter {
+    fn new(
+        shared: &Arc<Shared>,
+        set: SnapshotSetId,
+        context: shadowcopy_metadata::enums::SnapshotContext,
+        volumes: &[PlannedVolume],
+        writers: usize,
+    ) -> Self {
+        let report = SnapshotSetReport {
+            set_id: set,
+            context,
+            volumes: volumes
+                .iter()
+                .map(|v| SetVolume {
+                    volume: v.volume.clone(),
+                    provider: v.provider.info.name.clone(),
+                })
+                .collect(),
+            writers,
+            outcome: SetOutcome::Interrupted,
+            freeze_window: None,
+            duration: std::time::Duration::ZERO,
+        };
+        SetReporter {
+            shared: shared.clone(),
+            report: Some(report),
+            started: Instant::now(),
+        }
+    }
+
+    fn finished(mut self, outcome: SetOutcome, freeze_window: Option<std::time::Duration>) {
+        if let Some(mut report) = self.report.take() {
+            report.outcome = outcome;
+            report.freeze_window = freeze_window;
+            report.duration = self.started.elapsed();
+            self.shared.report_set(&report);
+        }
+    }
+}
+
+impl Drop for SetReporter {
+    fn drop(&mut self) {
+        if let Some(mut report) = self.report.take() {
+            report.duration = self.started.elapsed();
+            self.shared.report_set(&report);
+        }
+    }
 }
 
 /// The state of one DoSnapshotSet.
@@ -120,9 +191,27 @@ struct Run {
     /// Set when the sequence is over, so that watchdogs of thawed writers stop waiting.
     done: watch::Sender<bool>,
     commit_reached: AtomicBool,
+    /// When the first Freeze was sent: the freeze window opens.
+    first_freeze: OnceLock<Instant>,
+    /// When the last writer was thawed (or aborted, on failure): the freeze window closes.
+    freeze_ended: Mutex<Option<Instant>>,
 }
 
 impl Run {
+    /// Closes the freeze window, if one was opened and is still open.
+    fn end_freeze(&self) {
+        if self.first_freeze.get().is_some() {
+            lock(&self.freeze_ended).get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// The freeze window, if any writer was sent Freeze.
+    fn freeze_window(&self) -> Option<std::time::Duration> {
+        let opened = *self.first_freeze.get()?;
+        let closed = (*lock(&self.freeze_ended)).unwrap_or_else(Instant::now);
+        Some(closed.saturating_duration_since(opened))
+    }
+
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         // Keep the set's span, so that a late Abort is logged with its set and writer.
         let task = task.instrument(tracing::Span::current());
@@ -193,6 +282,8 @@ impl Run {
                 .await;
             apply_all(bcd, Phase::SnapshotCreation, WriterEventKind::Thaw, replies);
         }
+        // Every Thaw has been answered (or has timed out, which sends Abort).
+        self.end_freeze();
 
         // 11. Providers: PreFinalCommitSnapshots (the copies are still writable for auto-recovery).
         self.provider_step(
@@ -378,6 +469,7 @@ impl Run {
         let timeout = writer.entry.freeze_timeout;
         let deadline = Instant::now() + timeout;
         writer.mark_frozen();
+        self.first_freeze.get_or_init(Instant::now);
         self.spawn_watchdog(writer.clone(), deadline);
         let event = WriterEvent::Freeze {
             set: self.set,
@@ -555,6 +647,8 @@ impl Run {
     async fn fail(&self, error: CoordinatorError, providers: &ProvidersGuard) -> CoordinatorError {
         tracing::error!(set = %self.set, code = error.code().name, "snapshot set failed: {}", error.message());
         abort_writers(&self.shared, self.set, &self.writers).await;
+        // Frozen writers have now answered their Abort.
+        self.end_freeze();
         if providers.end_prepare_reached {
             abort_providers(
                 &self.shared,

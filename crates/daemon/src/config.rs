@@ -32,6 +32,8 @@ pub struct DaemonConfig {
     pub writers: BTreeMap<String, WriterClassConfig>,
     /// Which providers to load.
     pub providers: ProvidersConfig,
+    /// The Prometheus metrics endpoint; off by default.
+    pub metrics: MetricsConfig,
 }
 
 /// `[service]`.
@@ -200,6 +202,69 @@ impl Default for ProvidersConfig {
     }
 }
 
+/// `[metrics]`: `GET /metrics` in the Prometheus text format (docs/metrics.md). Off unless
+/// `listen` is set, because an open port is something an administrator should choose.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where the endpoint listens: an IP address and port (`"127.0.0.1:9466"`, `"[::1]:9466"`),
+    /// or `"unix:"` and an absolute socket path (`"unix:/run/shadowcopy/metrics.sock"`, mode
+    /// 0666 like the control socket). Unset (the default): nothing listens. The endpoint has no
+    /// authentication; it shows volume paths and writer names, so keep it on loopback or a socket
+    /// unless the network is trusted.
+    pub listen: Option<MetricsListen>,
+}
+
+/// Where the metrics endpoint listens (`metrics.listen`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum MetricsListen {
+    /// A TCP address and port.
+    Tcp(std::net::SocketAddr),
+    /// A Unix socket, an absolute path.
+    Unix(PathBuf),
+}
+
+impl TryFrom<String> for MetricsListen {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        const FORMS: &str = "give an IP address and port (\"127.0.0.1:9466\", \"[::1]:9466\"; \
+                             host names are not resolved) or \"unix:\" and an absolute socket \
+                             path (\"unix:/run/shadowcopy/metrics.sock\"), or leave metrics.listen \
+                             out to turn metrics off";
+        if let Some(path) = text.strip_prefix("unix:") {
+            let path = PathBuf::from(path);
+            if !path.is_absolute() {
+                return Err(format!(
+                    "metrics.listen = {text:?}: the socket path must be absolute, for example \
+                     \"unix:/run/shadowcopy/metrics.sock\""
+                ));
+            }
+            return Ok(MetricsListen::Unix(path));
+        }
+        let address: std::net::SocketAddr = text
+            .parse()
+            .map_err(|_| format!("metrics.listen = {text:?} is not an address: {FORMS}"))?;
+        if address.port() == 0 {
+            return Err(format!(
+                "metrics.listen = {text:?}: the port must not be 0, since Prometheus must know \
+                 where to scrape; the usual port is 9466"
+            ));
+        }
+        Ok(MetricsListen::Tcp(address))
+    }
+}
+
+impl std::fmt::Display for MetricsListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricsListen::Tcp(address) => write!(f, "{address}"),
+            MetricsListen::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -320,6 +385,16 @@ impl DaemonConfig {
                     "must be an absolute path, for example \"/run/shadowcopy/providers/copy.sock\"",
                 ));
             }
+        }
+        if let Some(MetricsListen::Unix(path)) = &self.metrics.listen
+            && *path == self.service.socket
+        {
+            return Err(range(
+                "metrics.listen",
+                format!("unix:{}", path.display()),
+                "is the control socket (service.socket); give the metrics endpoint a socket of \
+                 its own",
+            ));
         }
         let snapshot_dir = &self.providers.btrfs_snapshot_dir;
         if !snapshot_dir.is_absolute()
@@ -448,6 +523,56 @@ mod tests {
             err.to_string().contains("providers.call_timeout_s"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn metrics_are_off_by_default_and_their_address_is_checked() {
+        assert_eq!(
+            DaemonConfig::default().metrics.listen,
+            None,
+            "off by default"
+        );
+        let parse = |listen: &str| {
+            DaemonConfig::parse(
+                Path::new("t.toml"),
+                &format!("[metrics]\nlisten = \"{listen}\"\n"),
+            )
+        };
+        let tcp = parse("127.0.0.1:9466").unwrap().metrics.listen.unwrap();
+        assert_eq!(tcp, MetricsListen::Tcp("127.0.0.1:9466".parse().unwrap()));
+        assert_eq!(tcp.to_string(), "127.0.0.1:9466");
+        let v6 = parse("[::1]:9466").unwrap().metrics.listen.unwrap();
+        assert_eq!(v6.to_string(), "[::1]:9466");
+        let unix = parse("unix:/run/shadowcopy/metrics.sock")
+            .unwrap()
+            .metrics
+            .listen
+            .unwrap();
+        assert_eq!(
+            unix,
+            MetricsListen::Unix("/run/shadowcopy/metrics.sock".into())
+        );
+        assert_eq!(unix.to_string(), "unix:/run/shadowcopy/metrics.sock");
+
+        for (listen, says) in [
+            ("localhost:9466", "host names are not resolved"),
+            ("9466", "is not an address"),
+            ("", "is not an address"),
+            ("127.0.0.1:0", "must not be 0"),
+            ("unix:run/metrics.sock", "must be absolute"),
+        ] {
+            let message = parse(listen).unwrap_err().to_string();
+            assert!(message.contains("metrics.listen"), "{listen}: {message}");
+            assert!(message.contains(says), "{listen}: {message}");
+        }
+        let err = DaemonConfig::parse(
+            Path::new("t.toml"),
+            "[metrics]\nlisten = \"unix:/run/shadowcopy/shadowcopyd.sock\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("control socket"), "{err}");
+        let err = DaemonConfig::parse(Path::new("t.toml"), "[metrics]\nport = 9466\n").unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
     }
 
     #[test]

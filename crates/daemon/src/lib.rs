@@ -34,7 +34,9 @@
 //!   `providers.simulated = true` the simulated providers under `/sim/` (`simulated.rs`);
 //! - the exposure table (`exposure.rs`, `<state_dir>/exposures.json`), reconciled at start;
 //! - the writers declared in `service.writers_dir`, hosted in-process over the service's own
-//!   socket (`hosted.rs`).
+//!   socket (`hosted.rs`);
+//! - with `metrics.listen` set, `GET /metrics` in the Prometheus text format on a TCP port or a
+//!   Unix socket (`metrics.rs`, docs/metrics.md), fed by the coordinator's set observer.
 //!
 //! One coordinator per state directory: [`Service::start`] takes an exclusive `flock` on
 //! `<state_dir>/lock` before it reads any catalog and holds it until the service has stopped
@@ -47,6 +49,7 @@ pub mod config;
 mod convert;
 mod exposure;
 mod hosted;
+mod metrics;
 mod requester_service;
 mod service;
 mod simulated;

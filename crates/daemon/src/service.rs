@@ -89,6 +89,19 @@ pub enum ServiceError {
         /// Why.
         source: std::io::Error,
     },
+    /// The metrics endpoint (`metrics.listen`) cannot be made.
+    #[error(
+        "cannot {what} the metrics endpoint {listen}: {source}; give metrics.listen another \
+         address or socket, or leave it out to turn metrics off"
+    )]
+    Metrics {
+        /// The configured endpoint.
+        listen: crate::config::MetricsListen,
+        /// What failed: "listen on", "create the directory of", "set the permissions of".
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The gRPC server stopped serving with an error.
     #[error("the server on {} failed: {source}", socket.display())]
     Server {
@@ -136,6 +149,8 @@ struct Inner {
     daemon: Arc<Daemon>,
     /// Hosted writers, until `stop` stops them.
     hosted: Option<HostedWriters>,
+    /// The metrics endpoint, when `metrics.listen` is set.
+    metrics: Option<crate::metrics::MetricsServer>,
     /// Tells the server to shut down gracefully (also when dropped).
     stop_server: Option<oneshot::Sender<()>>,
     /// The server task, or how it ended.
@@ -237,6 +252,13 @@ impl Service {
         std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .map_err(socket_error("set the permissions of"))?;
         tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "shadowcopyd listening");
+        let metrics = crate::metrics::start(&daemon)
+            .await
+            .map_err(|(listen, what, source)| ServiceError::Metrics {
+                listen,
+                what,
+                source,
+            })?;
 
         let limit = shadowcopy_protocol::MAX_MESSAGE_SIZE;
         let requester =
@@ -277,6 +299,7 @@ impl Service {
                 socket,
                 daemon,
                 hosted: Some(hosted),
+                metrics,
                 stop_server: Some(stop_server),
                 server: ServerTask::Running(server),
                 runtime: Handle::current(),
@@ -341,6 +364,9 @@ impl Inner {
         tracing::info!("shutting down");
         if let Some(hosted) = self.hosted.take() {
             hosted.stop().await;
+        }
+        if let Some(metrics) = self.metrics.take() {
+            metrics.stop().await;
         }
         // Held streams never end on their own; ending them lets the server stop.
         self.daemon.stop().await;
