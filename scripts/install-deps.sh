@@ -31,6 +31,11 @@ test_packages+=(restic)  # repository tests: restic reads our repositories
 test_packages+=(postgresql)  # PostgreSQL writer tests: initdb, pg_ctl, pgbench, pg_amcheck
 test_packages+=(mariadb-server mariadb-client)  # MariaDB writer tests: mariadb-install-db, mariadbd, the mariadb client
 test_packages+=(curl)  # metrics tests scrape shadowcopyd's /metrics as Prometheus would, with curl
+# Previous Versions tests (crates/cli/tests/previous_versions.rs) run a private smbd with
+# vfs_shadow_copy2 (in samba-vfs-modules) and smbclient. Installed without their recommendations,
+# which would add some 40 packages the tests do not use. On a machine whose services start at
+# install, the package starts Debian's own smbd too; the tests never use it.
+samba_test_packages=(samba samba-vfs-modules smbclient)
 # Debian packages the benchmarks use (docs/PERFORMANCE.md): the loop volumes' file systems, restic,
 # PostgreSQL for pgbench_impact, and borg 1.2, which only backup_vs_restic_borg runs.
 bench_packages=(btrfs-progs xfsprogs restic postgresql borgbackup)
@@ -66,6 +71,19 @@ if ((${#missing[@]})); then
     echo "install-deps: installing ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+lean_missing=()
+if $want_tests; then
+    for package in "${samba_test_packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+            || lean_missing+=("$package")
+    done
+fi
+if ((${#lean_missing[@]})); then
+    echo "install-deps: installing ${lean_missing[*]} (without recommended packages)"
+    ((${#missing[@]})) || apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${lean_missing[@]}" >/dev/null
 fi
 if $want_tests; then
     # The venv is current when it was made from these exact requirements: a stamp file holds them.

@@ -1,5 +1,7 @@
 //! Commands that ask `shadowcopyd`: `writers`, `providers`, `list`, `delete`, `create`, `revert`,
-//! `status`, `expose` and `unexpose`.
+//! `status`, `expose` and `unexpose`; and `previous-versions`, which reads its configuration file.
+
+mod previous_versions;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,7 +98,9 @@ pub(crate) enum DaemonCommand {
     /// With `--client-accessible` the set is persistent and client-accessible (context
     /// CLIENT_ACCESSIBLE, or CLIENT_ACCESSIBLE_WRITERS with writers): each volume keeps at most
     /// `limits.max_client_accessible_per_volume` such copies (CFG-1, 64 by default), and after the
-    /// new set is made the oldest beyond that are deleted. Such copies cannot be exposed (EXP-2).
+    /// new set is made the oldest beyond that are deleted. Such copies cannot be exposed (EXP-2);
+    /// SMB clients see them as Previous Versions of the shared directories of the daemon's
+    /// `[[previous_versions]]` entries (`shadowcopy previous-versions smb-conf`).
     Create {
         /// A mount point to copy; repeat for a multi-volume set (at most 64, LIMIT-1).
         #[arg(long = "volume", value_name = "MOUNT_POINT", required = true)]
@@ -169,6 +173,9 @@ pub(crate) enum DaemonCommand {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Show client-accessible shadow copies to SMB clients as Previous Versions, through Samba.
+    #[command(subcommand)]
+    PreviousVersions(previous_versions::PreviousVersionsCommand),
 }
 
 async fn admin(socket: &SocketArg) -> anyhow::Result<Admin> {
@@ -368,6 +375,7 @@ async fn run_async(command: DaemonCommand, out: &Output) -> anyhow::Result<ExitC
                 || format!("{exposed}\n"),
             );
         }
+        DaemonCommand::PreviousVersions(command) => previous_versions::run(command, out)?,
         DaemonCommand::Unexpose { snapshot, socket } => {
             admin(&socket).await?.unexpose_snapshot(snapshot).await?;
             out.print(&json!({"snapshot_id": snapshot, "unexposed": true}), || {

@@ -332,7 +332,13 @@ impl v1::admin_server::Admin for AdminService {
     ) -> Result<Response<v1::DeleteSnapshotsReply>, Status> {
         self.daemon.authorize(&request, Action::Requester)?;
         let request = request.into_inner();
-        let reply = match self.delete(request.target, request.force).await {
+        let outcome = self.delete(request.target, request.force).await;
+        // Also after a partial or failed deletion: whatever went, its view goes (SNAP-3).
+        self.daemon
+            .previous_versions
+            .sync(&self.daemon.coordinator)
+            .await;
+        let reply = match outcome {
             // DEL-1: the count, and the first shadow copy that could not be deleted; a partial
             // deletion is a failure status with a non-zero count.
             Ok(outcome) => match outcome.first_failure {

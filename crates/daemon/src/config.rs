@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::previous_versions::{DEFAULT_SNAPDIR_ROOT, PreviousVersionsShare, SHADOW_FORMAT};
+
 /// The default configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/shadowcopy/shadowcopyd.toml";
 
@@ -32,6 +34,9 @@ pub struct DaemonConfig {
     pub writers: BTreeMap<String, WriterClassConfig>,
     /// Which providers to load.
     pub providers: ProvidersConfig,
+    /// Shared directories whose client-accessible shadow copies SMB clients see as Previous
+    /// Versions, `[[previous_versions]]` (docs/previous-versions.md); none by default.
+    pub previous_versions: Vec<PreviousVersionsShare>,
     /// The Prometheus metrics endpoint; off by default.
     pub metrics: MetricsConfig,
 }
@@ -396,6 +401,8 @@ impl DaemonConfig {
                  its own",
             ));
         }
+        crate::previous_versions::check_config(&self.previous_versions)
+            .map_err(|(key, value, rule)| range(&key, value, &rule))?;
         let snapshot_dir = &self.providers.btrfs_snapshot_dir;
         if !snapshot_dir.is_absolute()
             && (snapshot_dir.components().next().is_none()

@@ -33,6 +33,9 @@
 //!   `<service.state_dir>/catalog/`, then the plug-ins of `[[providers.external]]`, and with
 //!   `providers.simulated = true` the simulated providers under `/sim/` (`simulated.rs`);
 //! - the exposure table (`exposure.rs`, `<state_dir>/exposures.json`), reconciled at start;
+//! - the Previous Versions of the shares of `[[previous_versions]]`: a read-only `@GMT-...` view
+//!   per client-accessible copy for Samba's vfs_shadow_copy2 (`previous_versions.rs`), brought in
+//!   step at start, after DoSnapshotSet and after DeleteSnapshots;
 //! - the writers declared in `service.writers_dir`, hosted in-process over the service's own
 //!   socket (`hosted.rs`);
 //! - with `metrics.listen` set, `GET /metrics` in the Prometheus text format on a TCP port or a
@@ -55,6 +58,7 @@ mod service;
 mod simulated;
 mod state;
 mod state_lock;
+mod previous_versions;
 mod writer_service;
 
 pub use config::{DEFAULT_CONFIG, DaemonConfig};

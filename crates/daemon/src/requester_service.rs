@@ -325,6 +325,9 @@ async fn backup_call(session: &mut BackupSession, daemon: &Daemon, call: Call) -
         Call::GatherWriterStatus(_) => Ok(Some(status_payload(&session.gather_writer_status()?))),
         Call::DoSnapshotSet(_) => {
             session.do_snapshot_set().await?;
+            // New client-accessible copies, and the oldest ones CFG-1 deleted, change the
+            // shares' previous versions; they are in step before the requester hears success.
+            daemon.previous_versions.sync(&daemon.coordinator).await;
             empty()
         }
         Call::GetSnapshotProperties(get) => {

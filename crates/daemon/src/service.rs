@@ -269,6 +269,8 @@ impl Service {
             .max_encoding_message_size(limit);
         let writer = v1::writer_server::WriterServer::new(writer_service::WriterService {
             daemon: Arc::clone(&daemon),
+        // Views are mounts too: those of copies the catalogs dropped go, lost ones come back.
+        daemon.previous_versions.sync(&daemon.coordinator).await;
         })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);

@@ -67,6 +67,8 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     /// A daemon around a coordinator.
+    /// The Previous Versions views of the shares of `[[previous_versions]]`.
+    pub(crate) previous_versions: crate::previous_versions::PreviousVersions,
     pub(crate) fn new(coordinator: Coordinator, config: DaemonConfig) -> Self {
         let exposures = crate::exposure::ExposureTable::new(
             &config.service.state_dir,
@@ -76,6 +78,8 @@ impl Daemon {
             coordinator,
             config,
             connections: Mutex::default(),
+        let previous_versions =
+            crate::previous_versions::PreviousVersions::new(&config.previous_versions);
             sessions: Mutex::default(),
             external_providers: Mutex::default(),
             started: Instant::now(),
@@ -87,6 +91,7 @@ impl Daemon {
 
     /// Resolves once the daemon is stopping (for requester sessions).
     pub(crate) fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+            previous_versions,
         wait_true(self.shutdown.subscribe())
     }
 

@@ -47,6 +47,10 @@
 //! see `revert` for how, and what it leaves alone). With a catalog, a marker is stored before the
 //! volume is touched and cleared after, and `with_catalog` redoes a revert that a crash cut short.
 //!
+//! The client-accessible contexts (CTX-1: "previous versions", for the system provider only) are
+//! served too: for btrfs volumes this built-in provider is the platform's own, and the daemon
+//! shows these copies to SMB clients as Previous Versions (`docs/previous-versions.md`).
+//!
 //! Snapshots are named by their snapshot id, in `<volume>/.shadowcopy/` by default
 //! ([`SnapshotDir`]), which is created with mode 0700 so that only root can browse the copies
 //! (SNAP-3: shadow copies are not surfaced to users by default).
@@ -379,12 +383,12 @@ impl Provider for BtrfsProvider {
     async fn is_volume_supported(
         &self,
         volume: &str,
-        context: SnapshotContext,
+        _context: SnapshotContext,
     ) -> Result<VolumeSupport, ProviderError> {
         let (volume, dir) = (PathBuf::from(volume), self.snapshot_dir_for(volume));
         let snapshot_dir = self.snapshot_dir.clone();
         common::blocking(PROVIDER, move || {
-            Ok(check_volume(&volume, &dir, &snapshot_dir, context))
+            Ok(check_volume(&volume, &dir, &snapshot_dir))
         })
         .await
     }
@@ -401,7 +405,7 @@ impl Provider for BtrfsProvider {
             let (volume, dir) = (PathBuf::from(volume), dir.clone());
             let snapshot_dir = self.snapshot_dir.clone();
             common::blocking(PROVIDER, move || {
-                Ok(check_volume(&volume, &dir, &snapshot_dir, context))
+                Ok(check_volume(&volume, &dir, &snapshot_dir))
             })
             .await?
         };
@@ -827,23 +831,13 @@ fn destroy(dir: &Path, name: &str, volume: &str) -> Result<(), ProviderError> {
 }
 
 /// Whether the provider can snapshot `volume` (PROV-R-1), and if not, why and what would work.
-fn check_volume(
-    volume: &Path,
-    dir: &Path,
-    snapshot_dir: &SnapshotDir,
-    context: SnapshotContext,
-) -> VolumeSupport {
+///
+/// In every context, the client-accessible ones included: CTX-1 reserves those for the system
+/// provider, and on btrfs this provider is that, the one built into the platform; its read-only
+/// snapshots are what Previous Versions shows (docs/previous-versions.md).
+fn check_volume(volume: &Path, dir: &Path, snapshot_dir: &SnapshotDir) -> VolumeSupport {
     let shown = volume.display();
     let unsupported = |reason: String| VolumeSupport::Unsupported { reason };
-    if matches!(
-        context,
-        SnapshotContext::ClientAccessible | SnapshotContext::ClientAccessibleWriters
-    ) {
-        return unsupported(format!(
-            "context {context} is reserved for the system provider (CTX-1); the btrfs provider \
-             makes BACKUP, FILE_SHARE_BACKUP, APP_ROLLBACK and NAS_ROLLBACK shadow copies"
-        ));
-    }
     if !volume.is_absolute() {
         return unsupported(format!("{shown} is not an absolute path"));
     }

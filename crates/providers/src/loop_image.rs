@@ -886,7 +886,8 @@ fn check_volume(
         SnapshotContext::ClientAccessible | SnapshotContext::ClientAccessibleWriters
     ) {
         return Err(format!(
-            "context {context} is reserved for the system provider (CTX-1)"
+            "context {context} is reserved for the system provider (CTX-1), which on Linux is the \
+             btrfs provider: make client-accessible copies of a btrfs subvolume"
         ));
     }
     if !volume.is_absolute() {

@@ -1245,8 +1245,10 @@ fn check_volume(
         SnapshotContext::ClientAccessible | SnapshotContext::ClientAccessibleWriters
     ) {
         return Err(format!(
-            "context {context} is reserved for the system provider (CTX-1); the reflink provider \
-             makes BACKUP, FILE_SHARE_BACKUP, APP_ROLLBACK and NAS_ROLLBACK shadow copies"
+            "context {context} is reserved for the system provider (CTX-1), which on Linux is the \
+             btrfs provider: make client-accessible copies of the btrfs subvolume that holds the \
+             directory; the reflink provider makes BACKUP, FILE_SHARE_BACKUP, APP_ROLLBACK and \
+             NAS_ROLLBACK shadow copies"
         ));
     }
     if !volume.is_absolute() {

@@ -13,6 +13,9 @@
 //!
 //! PostgreSQL writer and backup tests run a private cluster on two loop volumes with [`postgres`].
 //!
+//! Previous Versions tests serve a share with a private `smbd` and read it with `smbclient`
+//! ([`samba`]).
+//!
 //! The fault matrix checks what a fault may not leave behind (frozen file systems, cgroups and
 //! applications, shadow copies, mounts, loop devices) with [`invariants`].
 
@@ -22,6 +25,7 @@ pub mod invariants;
 pub mod loop_volume;
 pub mod postgres;
 pub mod restic;
+pub mod samba;
 pub mod sets;
 pub mod tree;
 pub mod wait;
@@ -252,7 +256,7 @@ impl Drop for DaemonProcess {
 /// Unmounts every mount at or under `dir`, deepest first, lazily when one stays busy: the
 /// exposures a daemon (or a failed test) left in its private directory. `TempDir` then removes
 /// the directory, which must not reach into a mounted file system.
-fn unmount_everything_under(dir: &Path) {
+pub fn unmount_everything_under(dir: &Path) {
     use nix::mount::{MntFlags, umount2};
     let mut mounts = loop_volume::mounts_at_or_under(dir);
     // Later mounts may sit on earlier ones; longer paths lie deeper.
