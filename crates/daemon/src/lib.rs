@@ -53,12 +53,12 @@ mod convert;
 mod exposure;
 mod hosted;
 mod metrics;
+mod previous_versions;
 mod requester_service;
 mod service;
 mod simulated;
 mod state;
 mod state_lock;
-mod previous_versions;
 mod writer_service;
 
 pub use config::{DEFAULT_CONFIG, DaemonConfig};

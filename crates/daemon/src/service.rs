@@ -231,6 +231,8 @@ impl Service {
         // Exposures outlive the daemon (they are mounts); square the table with the mounts and
         // with the shadow copies the providers know before any call can see it (SNAP-3).
         daemon.exposures.reconcile(&daemon.coordinator).await;
+        // Views are mounts too: those of copies the catalogs dropped go, lost ones come back.
+        daemon.previous_versions.sync(&daemon.coordinator).await;
 
         let socket = config.service.socket.clone();
         let socket_error = |what: &'static str| {
@@ -269,8 +271,6 @@ impl Service {
             .max_encoding_message_size(limit);
         let writer = v1::writer_server::WriterServer::new(writer_service::WriterService {
             daemon: Arc::clone(&daemon),
-        // Views are mounts too: those of copies the catalogs dropped go, lost ones come back.
-        daemon.previous_versions.sync(&daemon.coordinator).await;
         })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);

@@ -63,35 +63,35 @@ pub(crate) struct Daemon {
     pub(crate) writers_shutdown: tokio::sync::watch::Sender<bool>,
     /// The exposed shadow copies (EXP-1, EXP-4), persisted in the state directory.
     pub(crate) exposures: crate::exposure::ExposureTable,
+    /// The Previous Versions views of the shares of `[[previous_versions]]`.
+    pub(crate) previous_versions: crate::previous_versions::PreviousVersions,
 }
 
 impl Daemon {
     /// A daemon around a coordinator.
-    /// The Previous Versions views of the shares of `[[previous_versions]]`.
-    pub(crate) previous_versions: crate::previous_versions::PreviousVersions,
     pub(crate) fn new(coordinator: Coordinator, config: DaemonConfig) -> Self {
         let exposures = crate::exposure::ExposureTable::new(
             &config.service.state_dir,
             &config.service.expose_dir,
         );
+        let previous_versions =
+            crate::previous_versions::PreviousVersions::new(&config.previous_versions);
         Daemon {
             coordinator,
             config,
             connections: Mutex::default(),
-        let previous_versions =
-            crate::previous_versions::PreviousVersions::new(&config.previous_versions);
             sessions: Mutex::default(),
             external_providers: Mutex::default(),
             started: Instant::now(),
             shutdown: tokio::sync::watch::Sender::new(false),
             writers_shutdown: tokio::sync::watch::Sender::new(false),
             exposures,
+            previous_versions,
         }
     }
 
     /// Resolves once the daemon is stopping (for requester sessions).
     pub(crate) fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-            previous_versions,
         wait_true(self.shutdown.subscribe())
     }
 
