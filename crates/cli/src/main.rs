@@ -6,6 +6,7 @@ mod codes;
 mod coordinator;
 mod daemon;
 mod document;
+mod manual;
 mod namespace;
 mod output;
 mod progress;
@@ -79,6 +80,16 @@ enum Command {
     #[command(subcommand)]
     Backups(backups::BackupsCommand),
     Restore(backups::RestoreArgs),
+    /// Print a shell completion script, for example `shadowcopy completions bash`.
+    ///
+    /// The Debian package installs the scripts for bash, zsh and fish. Elsewhere, put it where the
+    /// shell looks: `shadowcopy completions bash > /usr/share/bash-completion/completions/shadowcopy`,
+    /// `shadowcopy completions zsh > /usr/local/share/zsh/site-functions/_shadowcopy` or
+    /// `shadowcopy completions fish > ~/.config/fish/completions/shadowcopy.fish`.
+    Completions(shadowcopy_manual::CompletionsArgs),
+    /// Write the man pages of shadowcopy and every subcommand into DIR (packaging/deb/build.sh).
+    #[command(hide = true)]
+    ManPages(shadowcopy_manual::ManPagesArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +105,8 @@ fn main() -> ExitCode {
         }
         Command::Backups(command) => backups::backups(command, &out),
         Command::Restore(args) => backups::restore(args, &out),
+        Command::Completions(args) => manual::completions(&args),
+        Command::ManPages(args) => manual::man_pages(&args),
     };
     match result {
         Ok(code) => code,

@@ -5,8 +5,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
 use shadowcopy_daemon::{DEFAULT_CONFIG, DaemonConfig, Service};
+use shadowcopy_manual::Section;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -46,6 +47,12 @@ struct Args {
     /// The log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Print a shell completion script and exit (packaging; `shadowcopy-manual`).
+    #[arg(long, value_enum, value_name = "SHELL", hide = true)]
+    completions: Option<shadowcopy_manual::Shell>,
+    /// Write the man page shadowcopyd.8 into DIR and exit (packaging/deb/build.sh).
+    #[arg(long, value_name = "DIR", hide = true)]
+    man_pages: Option<PathBuf>,
 }
 
 /// Installs the global subscriber; the binary's job, since a library must not.
@@ -64,6 +71,14 @@ fn init_logging(format: LogFormat) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(shell) = args.completions {
+        shadowcopy_manual::write_completions(Args::command(), shell, &mut std::io::stdout())?;
+        return Ok(());
+    }
+    if let Some(dir) = &args.man_pages {
+        shadowcopy_manual::write_man_pages(Args::command(), Section::Daemons, dir)?;
+        return Ok(());
+    }
     let mut config = DaemonConfig::load(&args.config)?;
     if let Some(socket) = args.socket {
         config.service.socket = socket;
@@ -95,4 +110,18 @@ async fn main() -> anyhow::Result<()> {
     }
     service.stop().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_page_and_completions_are_complete() {
+        let check =
+            shadowcopy_manual::check(super::Args::command(), shadowcopy_manual::Section::Daemons)
+                .unwrap();
+        assert_eq!(check.missing, Vec::<String>::new());
+        assert_eq!(check.pages, ["shadowcopyd.8"]);
+    }
 }

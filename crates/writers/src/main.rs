@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use shadowcopy_metadata::json::Document as _;
 use shadowcopy_writers::declaration::{self, Declaration};
 
@@ -53,6 +53,12 @@ enum Command {
         #[arg(value_name = "FILE.toml", required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print a shell completion script, for example `shadowcopy-writer completions bash`.
+    Completions(shadowcopy_manual::CompletionsArgs),
+    /// Write the man pages of shadowcopy-writer and its subcommands into DIR
+    /// (packaging/deb/build.sh).
+    #[command(hide = true)]
+    ManPages(shadowcopy_manual::ManPagesArgs),
 }
 
 /// The default socket of shadowcopyd: `shadowcopy_protocol::DEFAULT_SOCKET`, the SDK's default
@@ -127,6 +133,17 @@ fn check(files: &[PathBuf]) -> ExitCode {
     }
 }
 
+/// The exit status of a completions or man-pages command.
+fn manual(result: Result<(), shadowcopy_manual::ManualError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("shadowcopy-writer: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
@@ -136,11 +153,46 @@ async fn main() -> ExitCode {
             run(file, socket).await
         }
         Command::Check { files } => check(&files),
+        Command::Completions(args) => manual(shadowcopy_manual::write_completions(
+            Args::command(),
+            args.shell,
+            &mut std::io::stdout(),
+        )),
+        Command::ManPages(args) => manual(
+            shadowcopy_manual::write_man_pages(
+                Args::command(),
+                shadowcopy_manual::Section::Commands,
+                &args.dir,
+            )
+            .map(drop),
+        ),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_subcommand_has_a_page_and_completions() {
+        let check =
+            shadowcopy_manual::check(super::Args::command(), shadowcopy_manual::Section::Commands)
+                .unwrap();
+        assert_eq!(check.missing, Vec::<String>::new());
+        for page in [
+            "shadowcopy-writer.1",
+            "shadowcopy-writer-run.1",
+            "shadowcopy-writer-check.1",
+            "shadowcopy-writer-completions.1",
+        ] {
+            assert!(
+                check.pages.contains(&page.to_owned()),
+                "{page}: {:?}",
+                check.pages
+            );
+        }
+    }
+
     #[test]
     fn default_socket_is_the_sdks() {
         assert_eq!(
