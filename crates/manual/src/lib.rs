@@ -148,6 +148,15 @@ fn render(cmd: &Command, parent: Option<&Command>, root: &Command, section: Sect
         page.replace_range(start..body, "\n.SH NOTES\n.nf\n");
     }
 
+    // The programs' abouts begin with their names ("shadowcopyd: sequences ..."), which NAME gives
+    // already.
+    let name = page_name(cmd).replace('-', "\\-");
+    page = page.replacen(
+        &format!("\n{name} \\- {name}: "),
+        &format!("\n{name} \\- "),
+        1,
+    );
+
     let mut refs: Vec<(String, Section)> = Vec::new();
     if let Some(parent) = parent {
         refs.push((page_name(parent).to_owned(), section));
@@ -365,7 +374,7 @@ mod tests {
     fn tool() -> Command {
         Command::new("tool")
             .version("1.2.3")
-            .about("A tool.")
+            .about("tool: a tool.")
             .after_help("Exit status:\n  0  success")
             .arg(Arg::new("json").long("json").action(ArgAction::SetTrue))
             .subcommand(
@@ -411,6 +420,10 @@ mod tests {
             "the parent is referred to: {list}"
         );
         let top = std::fs::read_to_string(dir.0.join("tool.1")).unwrap();
+        assert!(
+            top.contains(".SH NAME\ntool \\- a tool.\n"),
+            "NAME does not repeat the name: {top}"
+        );
         assert!(
             top.contains(".SH NOTES"),
             "after_help is under NOTES: {top}"
