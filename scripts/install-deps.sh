@@ -31,6 +31,7 @@ test_packages+=(restic)  # repository tests: restic reads our repositories
 test_packages+=(postgresql)  # PostgreSQL writer tests: initdb, pg_ctl, pgbench, pg_amcheck
 test_packages+=(mariadb-server mariadb-client)  # MariaDB writer tests: mariadb-install-db, mariadbd, the mariadb client
 test_packages+=(curl)  # metrics tests scrape shadowcopyd's /metrics as Prometheus would, with curl
+test_packages+=(dpkg-dev)  # the Debian package test: packaging/deb/build.sh runs dpkg-shlibdeps
 # Previous Versions tests (crates/cli/tests/previous_versions.rs) run a private smbd with
 # vfs_shadow_copy2 (in samba-vfs-modules) and smbclient. Installed without their recommendations,
 # which would add some 40 packages the tests do not use. On a machine whose services start at
