@@ -30,6 +30,9 @@ test_packages=(btrfs-progs xfsprogs)
 test_packages+=(restic)  # repository tests: restic reads our repositories
 test_packages+=(postgresql)  # PostgreSQL writer tests: initdb, pg_ctl, pgbench, pg_amcheck
 test_packages+=(mariadb-server mariadb-client)  # MariaDB writer tests: mariadb-install-db, mariadbd, the mariadb client
+# systemd tests (crates/daemon/tests/systemd.rs, packaging.rs): systemd-socket-activate and
+# systemd-analyze; no running systemd is needed, nothing is started through it.
+test_packages+=(systemd)
 test_packages+=(curl)  # metrics tests scrape shadowcopyd's /metrics as Prometheus would, with curl
 test_packages+=(dpkg-dev)  # the Debian package test: packaging/deb/build.sh runs dpkg-shlibdeps
 # Previous Versions tests (crates/cli/tests/previous_versions.rs) run a private smbd with

@@ -156,11 +156,7 @@ pub(crate) fn backup(args: BackupArgs, out: &Output) -> anyhow::Result<ExitCode>
         runtime_dir: PathBuf::from(BACKUP_RUNTIME_DIR),
     };
     let report = runtime()?.block_on(async {
-        let say = |line: &str| {
-            if !out.is_json() {
-                eprintln!("shadowcopy: {line}");
-            }
-        };
+        let say = |line: &str| out.notice(line);
         let coordinator = Coordinator::reach(&args.coordinator, &say).await?;
         let result = shadowcopy_backup::run_backup(
             &coordinator.client,
@@ -500,11 +496,7 @@ pub(crate) fn restore(args: RestoreArgs, out: &Output) -> anyhow::Result<ExitCod
     let repository = RepoArgs { repo }.open()?;
     let reporter = Arc::new(TerminalReporter::new(out.is_json()));
     let report = runtime()?.block_on(async {
-        let say = |line: &str| {
-            if !out.is_json() {
-                eprintln!("shadowcopy: {line}");
-            }
-        };
+        let say = |line: &str| out.notice(line);
         let (coordinator, state_dir) = if args.to.is_some() && !args.with_writers {
             (None, args.coordinator.state_dir()?)
         } else {

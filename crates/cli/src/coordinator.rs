@@ -126,7 +126,10 @@ impl Coordinator {
         drop(self.client);
         if let Some((service, dir)) = self.embedded {
             if let Err(error) = service.stop().await {
-                eprintln!("shadowcopy: stopping the embedded coordinator: {error:#}");
+                shadowcopy_logging::report(
+                    tracing::Level::ERROR,
+                    &format!("stopping the embedded coordinator: {error:#}"),
+                );
             }
             let _ = std::fs::remove_dir_all(&dir);
         }

@@ -463,7 +463,7 @@ async fn delete(
                     )
                 },
             );
-            eprintln!("shadowcopy: {error}");
+            shadowcopy_logging::report(tracing::Level::ERROR, &error.to_string());
             Ok(ExitCode::from(1))
         }
     }

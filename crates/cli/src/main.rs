@@ -40,6 +40,10 @@ Exit status:
 ///
 /// Backups go into restic repositories: `--repo` or RESTIC_REPOSITORY names one, and the password
 /// comes from RESTIC_PASSWORD, RESTIC_PASSWORD_FILE or a prompt.
+///
+/// Diagnostics (errors, notices, and the logs of a coordinator running inside the command) go to
+/// standard error in the format of `--log-format`, at the level of RUST_LOG (default: warn for
+/// text, info for json and journal).
 #[derive(Debug, Parser)]
 #[command(
     name = "shadowcopy",
@@ -52,6 +56,12 @@ struct Cli {
     /// Print the result as JSON on standard output instead of text.
     #[arg(long, global = true)]
     json: bool,
+
+    /// How diagnostics are written on standard error: `text`, `json` (one object per line, with
+    /// set_id, writer and phase as keys) or `journal` (journal entries). Default: journal when
+    /// standard error is connected to the journal, text otherwise.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<shadowcopy_logging::LogFormat>,
 
     #[command(subcommand)]
     command: Command,
@@ -94,7 +104,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let out = output::Output::new(cli.json);
+    // Installed before any command runs (and before `backup` enters its mount namespace, which
+    // needs a single thread: this starts none).
+    let log_format = shadowcopy_logging::LogFormat::resolve(cli.log_format);
+    let default_level = match log_format {
+        shadowcopy_logging::LogFormat::Text => "warn",
+        _ => "info",
+    };
+    let log_format = shadowcopy_logging::init("shadowcopy", log_format, default_level);
+    let out = output::Output::new(cli.json, log_format);
     let result = match cli.command {
         Command::Document(command) => document::run(command, &out),
         Command::Select(args) => select::run(args, &out),
@@ -111,7 +129,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("shadowcopy: {error:#}");
+            // `shadowcopy: ...` as text, a record at level ERROR otherwise.
+            shadowcopy_logging::report(tracing::Level::ERROR, &format!("{error:#}"));
             ExitCode::from(1)
         }
     }

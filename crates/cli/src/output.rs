@@ -1,16 +1,35 @@
-//! Printing results as text for people or as JSON for programs (`--json`).
+//! Printing results as text for people or as JSON for programs (`--json`), and the command's
+//! own notices and errors on stderr in the log format (`--log-format`).
 
 use std::io::Write;
+
+use shadowcopy_logging::LogFormat;
 
 /// Where and how a command prints its result.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Output {
     json: bool,
+    /// The log format in force; notices follow it.
+    log_format: LogFormat,
 }
 
 impl Output {
-    pub(crate) fn new(json: bool) -> Self {
-        Output { json }
+    pub(crate) fn new(json: bool, log_format: LogFormat) -> Self {
+        Output { json, log_format }
+    }
+
+    /// Tells the user something about how the command runs (embedded mode, say): a
+    /// `shadowcopy: ...` line on stderr, left out when the result is JSON so that programs see
+    /// only the result; a record at level INFO with `--log-format json` or journal, where
+    /// programs expect it.
+    pub(crate) fn notice(self, line: &str) {
+        match self.log_format {
+            LogFormat::Text if self.json => {}
+            LogFormat::Text => eprintln!("shadowcopy: {line}"),
+            LogFormat::Json | LogFormat::Journal => {
+                shadowcopy_logging::report(tracing::Level::INFO, line);
+            }
+        }
     }
 
     /// Whether the result is printed as JSON.

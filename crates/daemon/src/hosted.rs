@@ -6,9 +6,11 @@
 //! apart by the peer pid, which is the daemon's own.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shadowcopy_writers::declaration::{self, Declaration};
+
+use crate::state::Daemon;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -77,6 +79,40 @@ impl HostedWriters {
     /// How many writers were started.
     pub(crate) fn len(&self) -> usize {
         self.tasks.len()
+    }
+
+    /// Waits until every hosted writer has registered with `daemon` or ended (its declaration
+    /// refused, its registration failed), at most `limit`; returns the names of those that did
+    /// neither, after logging them. A hosted writer connects from this process, so its
+    /// registration is the connection whose peer pid is ours and whose WMD has its name.
+    pub(crate) async fn wait_registered(&self, daemon: &Daemon, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let registered: Vec<String> = {
+                let own_pid = i32::try_from(std::process::id()).ok();
+                let connections = daemon.connections.lock().expect("connections lock");
+                connections
+                    .values()
+                    .filter(|connection| connection.peer.pid == own_pid)
+                    .map(|connection| connection.metadata.identity.writer_name.clone())
+                    .collect()
+            };
+            let pending: Vec<String> = self
+                .tasks
+                .iter()
+                .filter(|(_, name, task)| !task.is_finished() && !registered.contains(name))
+                .map(|(_, name, _)| name.clone())
+                .collect();
+            if pending.is_empty() {
+                return pending;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(writers = ?pending, "hosted writers not registered after {} s; serving without them until they do (a backup started now does not include them)", limit.as_secs());
+                return pending;
+            }
+            // Registration is a local round trip; polling finds it within a few milliseconds.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Stops every hosted writer and waits for each: a backup in progress is aborted (the

@@ -41,6 +41,11 @@
 //! - with `metrics.listen` set, `GET /metrics` in the Prometheus text format on a TCP port or a
 //!   Unix socket (`metrics.rs`, docs/metrics.md), fed by the coordinator's set observer.
 //!
+//! Under systemd, `shadowcopyd` reports readiness and stopping through `$NOTIFY_SOCKET` and can be
+//! socket-activated: [`systemd`] reads what the service manager passed, and
+//! [`Service::start_with_socket`] serves the passed socket ([`ServiceSocket::Inherited`]) instead
+//! of binding one. Embedded hosts keep [`Service::start`], which binds `service.socket`.
+//!
 //! One coordinator per state directory: [`Service::start`] takes an exclusive `flock` on
 //! `<state_dir>/lock` before it reads any catalog and holds it until the service has stopped
 //! (`state_lock.rs`), so a second one, in this process or another, is refused with
@@ -59,7 +64,8 @@ mod service;
 mod simulated;
 mod state;
 mod state_lock;
+pub mod systemd;
 mod writer_service;
 
 pub use config::{DEFAULT_CONFIG, DaemonConfig};
-pub use service::{Service, ServiceError};
+pub use service::{Service, ServiceError, ServiceSocket};

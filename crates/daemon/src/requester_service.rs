@@ -774,6 +774,9 @@ impl v1::requester_server::Requester for RequesterService {
         request: Request<Streaming<v1::RequesterRequest>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let peer = self.daemon.authorize(&request, Action::Requester)?;
+        // A session gathers writer metadata soon after it opens: the hosted writers must be
+        // there by then, also when this requester's connection is what started the daemon.
+        self.daemon.hosted_writers_settled().await;
         let inbound = request.into_inner();
         let (outbound, receiver) = mpsc::channel(16);
         tokio::spawn(run_session(

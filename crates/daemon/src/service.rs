@@ -157,8 +157,9 @@ struct Inner {
     server: ServerTask,
     /// The runtime the service runs on, for the stop a drop starts.
     runtime: Handle,
-    /// Removes the socket file when dropped.
-    _socket_file: SocketFile,
+    /// Removes the socket file when dropped; `None` for a socket systemd passed, whose file is
+    /// systemd's.
+    _socket_file: Option<SocketFile>,
     /// The state directory's lock, released last.
     _lock: StateDirLock,
 }
@@ -179,6 +180,30 @@ impl ServerTask {
             *self = ServerTask::Ended(result);
         }
     }
+}
+
+/// The longest [`Service::start`] waits for the hosted writers to register: the writer SDK's own
+/// registration timeout, after which a writer that has not registered has failed.
+const HOSTED_REGISTRATION_WAIT: Duration = Duration::from_secs(30);
+
+/// Where the service's control socket comes from ([`Service::start_with_socket`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServiceSocket {
+    /// Bind `service.socket`: a stale socket file is replaced, the socket made mode 0666 (every
+    /// call is checked by SO_PEERCRED), and the file removed when the service stops. What
+    /// [`Service::start`] does.
+    Bind,
+    /// Serve a socket that is already listening, the one systemd passed to a socket-activated
+    /// shadowcopyd ([`crate::systemd::take_environment`]). Its mode and its file are left to
+    /// whoever made it; `path` replaces `service.socket` as [`Service::socket`] and is where
+    /// the hosted writers connect.
+    Inherited {
+        /// The listening Unix stream socket.
+        listener: std::os::unix::net::UnixListener,
+        /// Its path.
+        path: PathBuf,
+    },
 }
 
 /// The socket file, removed on drop so that a stopped or dropped service leaves none behind.
@@ -215,9 +240,22 @@ impl Service {
     /// table, binds the socket (mode 0666; every call is checked by SO_PEERCRED), spawns the
     /// gRPC server, and starts the writers declared in `service.writers_dir` against the socket.
     ///
+    /// Requester sessions opened before the hosted writers have registered (or given up, or
+    /// about 30 s passed) wait for them, so that a backup never starts without a writer that
+    /// merely was slower to connect than its requester; `start` returns after the same wait.
+    ///
     /// Must run inside a Tokio runtime; the service's tasks run on it. Logs through `tracing`
     /// and installs no subscriber.
     pub async fn start(config: DaemonConfig) -> Result<Service, ServiceError> {
+        Self::start_with_socket(config, ServiceSocket::Bind).await
+    }
+
+    /// [`Service::start`] on the socket `socket` says: bound from `service.socket`, or one the
+    /// caller already listens on (shadowcopyd's socket activation, [`crate::systemd`]).
+    pub async fn start_with_socket(
+        config: DaemonConfig,
+        socket: ServiceSocket,
+    ) -> Result<Service, ServiceError> {
         // Before any catalog is read: a second coordinator must not even recover (delete
         // orphans from) the catalogs the first one is using.
         let lock = StateDirLock::acquire(&config.service.state_dir)?;
@@ -234,7 +272,11 @@ impl Service {
         // Views are mounts too: those of copies the catalogs dropped go, lost ones come back.
         daemon.previous_versions.sync(&daemon.coordinator).await;
 
-        let socket = config.service.socket.clone();
+        let listen = socket;
+        let socket = match &listen {
+            ServiceSocket::Bind => config.service.socket.clone(),
+            ServiceSocket::Inherited { path, .. } => path.clone(),
+        };
         let socket_error = |what: &'static str| {
             let socket = socket.clone();
             move |source| ServiceError::Socket {
@@ -243,17 +285,43 @@ impl Service {
                 source,
             }
         };
-        if let Some(dir) = socket.parent() {
-            std::fs::create_dir_all(dir).map_err(socket_error("create the directory of"))?;
-        }
-        let incoming =
-            shadowcopy_protocol::serve_unix_incoming(&socket).map_err(socket_error("listen on"))?;
-        let socket_file = SocketFile(socket.clone());
-        // Every local account may connect (writers run as their application's user); each call
-        // is then checked against SO_PEERCRED (spec §17).
-        std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o666))
-            .map_err(socket_error("set the permissions of"))?;
-        tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "shadowcopyd listening");
+        let (incoming, socket_file) = match listen {
+            ServiceSocket::Bind => {
+                if let Some(dir) = socket.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(socket_error("create the directory of"))?;
+                }
+                let incoming = shadowcopy_protocol::serve_unix_incoming(&socket)
+                    .map_err(socket_error("listen on"))?;
+                let socket_file = SocketFile(socket.clone());
+                // Every local account may connect (writers run as their application's user);
+                // each call is then checked against SO_PEERCRED (spec §17).
+                std::fs::set_permissions(
+                    &socket,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o666),
+                )
+                .map_err(socket_error("set the permissions of"))?;
+                (incoming, Some(socket_file))
+            }
+            // systemd's socket: its mode is the socket unit's SocketMode= and its file is
+            // systemd's to remove, so neither is touched.
+            ServiceSocket::Inherited { listener, .. } => {
+                listener
+                    .set_nonblocking(true)
+                    .map_err(socket_error("serve the inherited socket"))?;
+                let listener = tokio::net::UnixListener::from_std(listener)
+                    .map_err(socket_error("serve the inherited socket"))?;
+                if socket != config.service.socket {
+                    tracing::warn!(socket = %socket.display(), configured = %config.service.socket.display(),
+                        "the activated socket is not service.socket: clients that use the configured path will not find this daemon; make ListenStream= in shadowcopyd.socket and service.socket agree");
+                }
+                (
+                    tokio_stream::wrappers::UnixListenerStream::new(listener),
+                    None,
+                )
+            }
+        };
+        tracing::info!(socket = %socket.display(), activated = socket_file.is_none(), version = env!("CARGO_PKG_VERSION"), "shadowcopyd listening");
         let metrics = crate::metrics::start(&daemon)
             .await
             .map_err(|(listen, what, source)| ServiceError::Metrics {
@@ -296,7 +364,8 @@ impl Service {
         let hosted = HostedWriters::start(&config.service.writers_dir, &socket);
         tracing::info!(dir = %config.service.writers_dir.display(), writers = hosted.len(), "hosted writers started");
 
-        Ok(Service {
+        // Made before the wait below, so that dropping this future from here on stops what runs.
+        let service = Service {
             inner: Some(Inner {
                 socket,
                 daemon,
@@ -308,7 +377,21 @@ impl Service {
                 _socket_file: socket_file,
                 _lock: lock,
             }),
-        })
+        };
+        let inner = service.inner();
+        if let Some(hosted) = &inner.hosted {
+            hosted
+                .wait_registered(&inner.daemon, HOSTED_REGISTRATION_WAIT)
+                .await;
+        }
+        inner.daemon.hosted_settled.send_replace(true);
+        Ok(service)
+    }
+
+    /// How many hosted writers were started from `service.writers_dir` (declarations that could
+    /// not be read are not counted).
+    pub fn hosted_writers(&self) -> usize {
+        self.inner().hosted.as_ref().map_or(0, HostedWriters::len)
     }
 
     /// The control socket the service listens on (`service.socket`).

@@ -61,6 +61,10 @@ pub(crate) struct Daemon {
     /// Set to `true` once every session is released: writer streams end last, so that writers
     /// hear Thaw, Abort and BackupShutdown from the coordinator before their streams close.
     pub(crate) writers_shutdown: tokio::sync::watch::Sender<bool>,
+    /// Set to `true` once the hosted writers have registered (or given up): requester sessions
+    /// wait for it, so that a requester that connects as soon as the socket accepts (a socket-
+    /// activated start) does not back up without them.
+    pub(crate) hosted_settled: tokio::sync::watch::Sender<bool>,
     /// The exposed shadow copies (EXP-1, EXP-4), persisted in the state directory.
     pub(crate) exposures: crate::exposure::ExposureTable,
     /// The Previous Versions views of the shares of `[[previous_versions]]`.
@@ -85,6 +89,7 @@ impl Daemon {
             started: Instant::now(),
             shutdown: tokio::sync::watch::Sender::new(false),
             writers_shutdown: tokio::sync::watch::Sender::new(false),
+            hosted_settled: tokio::sync::watch::Sender::new(false),
             exposures,
             previous_versions,
         }
@@ -100,6 +105,13 @@ impl Daemon {
         &self,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         wait_true(self.writers_shutdown.subscribe())
+    }
+
+    /// Resolves once the hosted writers have registered or given up (for requester sessions).
+    pub(crate) fn hosted_writers_settled(
+        &self,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        wait_true(self.hosted_settled.subscribe())
     }
 
     /// Stops in order: sessions first (their calls are dropped, frozen writers aborted, sessions

@@ -45,6 +45,12 @@ enum Command {
         /// The coordinator's socket.
         #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
+        /// The log format: `text`, `json` (one object per line, with set_id, writer and phase as
+        /// keys) or `journal` (journal entries with SHADOWCOPY_SET_ID, SHADOWCOPY_WRITER and
+        /// SHADOWCOPY_PHASE fields). Default: journal when stderr is connected to the journal (a
+        /// systemd unit), text otherwise.
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        log_format: Option<shadowcopy_logging::LogFormat>,
     },
     /// Validate declarations and print the Writer Metadata Document each produces, as JSON.
     #[command(after_help = EXAMPLE)]
@@ -64,16 +70,6 @@ enum Command {
 /// The default socket of shadowcopyd: `shadowcopy_protocol::DEFAULT_SOCKET`, the SDK's default
 /// (a test in this file keeps the two equal).
 const DEFAULT_SOCKET: &str = "/run/shadowcopy/shadowcopyd.sock";
-
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-}
 
 /// Resolves on SIGTERM or SIGINT.
 async fn terminated() {
@@ -97,7 +93,7 @@ async fn run(file: PathBuf, socket: PathBuf) -> ExitCode {
     let declaration = match Declaration::load(&file) {
         Ok(declaration) => declaration,
         Err(error) => {
-            eprintln!("shadowcopy-writer: {error}");
+            shadowcopy_logging::report(tracing::Level::ERROR, &error.to_string());
             return ExitCode::FAILURE;
         }
     };
@@ -106,7 +102,8 @@ async fn run(file: PathBuf, socket: PathBuf) -> ExitCode {
     match declaration::run(declaration, &socket, terminated()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("shadowcopy-writer: {error:#}");
+            // As a record in the log format, so that a unit's journal has it with the others.
+            shadowcopy_logging::report(tracing::Level::ERROR, &format!("{error:#}"));
             ExitCode::FAILURE
         }
     }
@@ -148,8 +145,16 @@ fn manual(result: Result<(), shadowcopy_manual::ManualError>) -> ExitCode {
 async fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
-        Command::Run { file, socket } => {
-            init_logging();
+        Command::Run {
+            file,
+            socket,
+            log_format,
+        } => {
+            shadowcopy_logging::init(
+                "shadowcopy-writer",
+                shadowcopy_logging::LogFormat::resolve(log_format),
+                "info",
+            );
             run(file, socket).await
         }
         Command::Check { files } => check(&files),
