@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use shadowcopy_test_support::{TempDir, wait_until};
+use shadowcopy_test_support::{TempDir, unix_socket_listening, wait_until};
 
 /// The package's name.
 const PACKAGE: &str = "shadowcopy";
@@ -280,7 +280,7 @@ fn deb_package_installs_system_wide_serves_writers_through_socket_activation_and
     };
     let log = || std::fs::read_to_string(dir.join("activation.log")).unwrap_or_default();
     assert!(
-        wait_until(Duration::from_secs(10), || socket.exists()),
+        wait_until(Duration::from_secs(10), || unix_socket_listening(&socket)),
         "systemd-socket-activate does not listen on {}:\n{}",
         socket.display(),
         log()

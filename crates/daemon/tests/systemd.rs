@@ -26,7 +26,7 @@ use shadowcopy_requester::Client;
 use shadowcopy_test_support::sets::{
     complete, file_group, full_backup, snapshot_volumes, writer_named,
 };
-use shadowcopy_test_support::{TEST_CONFIG, TempDir, wait_until};
+use shadowcopy_test_support::{TEST_CONFIG, TempDir, unix_socket_listening, wait_until};
 
 const SHADOWCOPYD: &str = env!("CARGO_BIN_EXE_shadowcopyd");
 
@@ -145,9 +145,12 @@ async fn a_socket_activated_daemon_serves_the_passed_socket_and_binds_none() {
         .arg(SHADOWCOPYD)
         .args(setup.args(&socket));
     let mut daemon = setup.spawn(command);
+    // systemd-socket-activate binds (the file appears) before it listens; a connection in between
+    // is refused. Waiting for the listening state, not for the file, leaves the first connection
+    // to the requester below.
     assert!(
-        wait_until(Duration::from_secs(20), || socket.exists()),
-        "systemd-socket-activate made no socket: {}",
+        wait_until(Duration::from_secs(20), || unix_socket_listening(&socket)),
+        "systemd-socket-activate made no listening socket: {}",
         setup.log_text()
     );
     let made = std::fs::metadata(&socket).unwrap();

@@ -32,7 +32,7 @@ pub mod wait;
 
 pub use cli::Cli;
 pub use loop_volume::{Footprint, FsKind, LoopError, LoopVolume, MIB, ReadOnlyImage};
-pub use wait::wait_until;
+pub use wait::{unix_socket_listening, wait_until};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
