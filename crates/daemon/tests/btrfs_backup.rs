@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use shadowcopy_metadata::WriterClassId;
-use shadowcopy_metadata::wmd::{Component, FileDescriptor, WriterMetadata};
+use shadowcopy_metadata::wmd::WriterMetadata;
 use shadowcopy_requester::Client;
 use shadowcopy_test_support::sets::{file_group, full_backup, wait_for};
 use shadowcopy_test_support::{DaemonProcess, LoopVolume, MIB};
@@ -21,15 +21,11 @@ struct FileWriter {
 
 impl Writer for FileWriter {
     fn metadata(&self) -> WriterMetadata {
-        let dir = self.file.parent().unwrap().to_str().unwrap();
-        let name = self.file.file_name().unwrap().to_str().unwrap();
-        let data = Component::file_group(
-            "",
-            "data",
-            true,
-            vec![FileDescriptor::new(dir, name, false)],
-        );
-        WriterMetadata::simple("btrfs-file-writer", self.class_id, vec![data])
+        shadowcopy_test_support::sets::one_file_writer(
+            "btrfs-file-writer",
+            self.class_id,
+            &self.file,
+        )
     }
 
     async fn on_thaw(&self, _ctx: &EventContext) -> HandlerResult {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use shadowcopy_metadata::WriterClassId;
 use shadowcopy_metadata::codes;
 use shadowcopy_metadata::enums::SnapshotContext;
-use shadowcopy_metadata::wmd::{Component, FileDescriptor, WriterMetadata};
+use shadowcopy_metadata::wmd::WriterMetadata;
 use shadowcopy_requester::Client;
 use shadowcopy_test_support::sets::{file_group, full_backup, session_in_context, wait_for};
 use shadowcopy_test_support::{DaemonProcess, LoopVolume, MIB, TempDir};
@@ -145,15 +145,7 @@ struct TimingWriter {
 
 impl Writer for TimingWriter {
     fn metadata(&self) -> WriterMetadata {
-        let dir = self.file.parent().unwrap().to_str().unwrap();
-        let name = self.file.file_name().unwrap().to_str().unwrap();
-        let data = Component::file_group(
-            "",
-            "data",
-            true,
-            vec![FileDescriptor::new(dir, name, false)],
-        );
-        WriterMetadata::simple("metrics-writer", self.class_id, vec![data])
+        shadowcopy_test_support::sets::one_file_writer("metrics-writer", self.class_id, &self.file)
     }
 
     async fn on_freeze(&self, _ctx: &EventContext) -> HandlerResult {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use shadowcopy_metadata::bcd::BackupState;
 use shadowcopy_metadata::enums::{BackupType, ComponentType, SnapshotAttributes, SnapshotContext};
-use shadowcopy_metadata::wmd::WriterMetadata;
+use shadowcopy_metadata::wmd::{Component, FileDescriptor, WriterMetadata};
 use shadowcopy_metadata::{SnapshotId, SnapshotSetId, WriterClassId};
 use shadowcopy_requester::{BackupSession, Client, ComponentKey};
 
@@ -41,6 +41,26 @@ pub async fn full_backup(client: &Client) -> (BackupSession, Vec<WriterMetadata>
     session.set_backup_state(full_backup_state()).await.unwrap();
     let writers = session.gather_writer_metadata().await.unwrap();
     (session, writers)
+}
+
+/// The metadata of a test writer named `writer_name` whose one selectable file group `data` is
+/// the single file `file` (an absolute path).
+pub fn one_file_writer(writer_name: &str, class_id: WriterClassId, file: &Path) -> WriterMetadata {
+    let dir = file
+        .parent()
+        .and_then(Path::to_str)
+        .expect("a UTF-8 parent");
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a UTF-8 name");
+    let data = Component::file_group(
+        "",
+        "data",
+        true,
+        vec![FileDescriptor::new(dir, name, false)],
+    );
+    WriterMetadata::simple(writer_name, class_id, vec![data])
 }
 
 /// The gathered metadata of the writer called `name`; panics when it did not answer Identify.

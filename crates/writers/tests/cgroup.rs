@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shadowcopy_metadata::enums::ApplicationLevel;
-use shadowcopy_metadata::wmd::{Component, FileDescriptor, WriterMetadata};
+use shadowcopy_metadata::wmd::WriterMetadata;
 use shadowcopy_metadata::{SnapshotId, WriterClassId};
 use shadowcopy_requester::{BackupSession, Client, ComponentKey};
 use shadowcopy_test_support::sets::{file_group, full_backup, start_set, writer_of_class};
@@ -218,15 +218,11 @@ impl Probe {
 
 impl Writer for Probe {
     fn metadata(&self) -> WriterMetadata {
-        let dir = self.file.parent().unwrap().to_str().unwrap();
-        let name = self.file.file_name().unwrap().to_str().unwrap();
-        let data = Component::file_group(
-            "",
-            "data",
-            true,
-            vec![FileDescriptor::new(dir, name, false)],
-        );
-        WriterMetadata::simple("cgroup-test-probe", self.class_id, vec![data])
+        shadowcopy_test_support::sets::one_file_writer(
+            "cgroup-test-probe",
+            self.class_id,
+            &self.file,
+        )
     }
 
     async fn on_freeze(&self, _ctx: &EventContext) -> HandlerResult {
