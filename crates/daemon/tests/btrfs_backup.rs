@@ -8,7 +8,7 @@ use std::time::Duration;
 use shadowcopy_metadata::WriterClassId;
 use shadowcopy_metadata::wmd::WriterMetadata;
 use shadowcopy_requester::Client;
-use shadowcopy_test_support::sets::{file_group, full_backup, wait_for};
+use shadowcopy_test_support::sets::{file_group, full_backup, one_file_writer, wait_for};
 use shadowcopy_test_support::{DaemonProcess, LoopVolume, MIB};
 use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterOptions};
 
@@ -21,11 +21,7 @@ struct FileWriter {
 
 impl Writer for FileWriter {
     fn metadata(&self) -> WriterMetadata {
-        shadowcopy_test_support::sets::one_file_writer(
-            "btrfs-file-writer",
-            self.class_id,
-            &self.file,
-        )
+        one_file_writer("btrfs-file-writer", self.class_id, &self.file)
     }
 
     async fn on_thaw(&self, _ctx: &EventContext) -> HandlerResult {

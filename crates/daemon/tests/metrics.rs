@@ -15,7 +15,10 @@ use shadowcopy_metadata::codes;
 use shadowcopy_metadata::enums::SnapshotContext;
 use shadowcopy_metadata::wmd::WriterMetadata;
 use shadowcopy_requester::Client;
-use shadowcopy_test_support::sets::{file_group, full_backup, session_in_context, wait_for};
+use shadowcopy_test_support::proc_net::listening_unix_sockets;
+use shadowcopy_test_support::sets::{
+    file_group, full_backup, one_file_writer, session_in_context, wait_for,
+};
 use shadowcopy_test_support::{DaemonProcess, LoopVolume, MIB, TempDir};
 use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterOptions};
 
@@ -145,7 +148,7 @@ struct TimingWriter {
 
 impl Writer for TimingWriter {
     fn metadata(&self) -> WriterMetadata {
-        shadowcopy_test_support::sets::one_file_writer("metrics-writer", self.class_id, &self.file)
+        one_file_writer("metrics-writer", self.class_id, &self.file)
     }
 
     async fn on_freeze(&self, _ctx: &EventContext) -> HandlerResult {
@@ -477,12 +480,11 @@ fn listening_sockets(pid: u32) -> Vec<String> {
             }
         }
     }
-    let text = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap();
-    for line in text.lines().skip(1) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        // Flags 00010000 is __SO_ACCEPTCON: a listening socket.
-        if fields[3] == "00010000" && inodes.contains(fields[6]) {
-            listening.push(format!("unix {}", fields.get(7).unwrap_or(&"")));
+    let table = PathBuf::from(format!("/proc/{pid}/net/unix"));
+    for socket in listening_unix_sockets(&table) {
+        if inodes.contains(&socket.inode) {
+            let path = socket.path.unwrap_or_default();
+            listening.push(format!("unix {}", path.display()));
         }
     }
     listening.sort();

@@ -18,12 +18,16 @@
 //!
 //! The fault matrix checks what a fault may not leave behind (frozen file systems, cgroups and
 //! applications, shadow copies, mounts, loop devices) with [`invariants`].
+//!
+//! Socket-activation and metrics tests see which Unix sockets listen, without connecting, with
+//! [`proc_net`].
 
 pub mod cli;
 pub mod damage;
 pub mod invariants;
 pub mod loop_volume;
 pub mod postgres;
+pub mod proc_net;
 pub mod restic;
 pub mod samba;
 pub mod sets;
@@ -32,7 +36,8 @@ pub mod wait;
 
 pub use cli::Cli;
 pub use loop_volume::{Footprint, FsKind, LoopError, LoopVolume, MIB, ReadOnlyImage};
-pub use wait::{unix_socket_listening, wait_until};
+pub use proc_net::unix_socket_listening;
+pub use wait::wait_until;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

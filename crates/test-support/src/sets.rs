@@ -52,7 +52,7 @@ pub fn one_file_writer(writer_name: &str, class_id: WriterClassId, file: &Path) 
         .expect("a UTF-8 parent");
     let name = file
         .file_name()
-        .and_then(|n| n.to_str())
+        .and_then(std::ffi::OsStr::to_str)
         .expect("a UTF-8 name");
     let data = Component::file_group(
         "",

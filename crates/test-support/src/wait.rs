@@ -1,8 +1,6 @@
 //! Waiting for something another process brings about (a file appears, a device detaches, a
-//! copy is deleted, a socket listens), without a fixed sleep and without asserting how long it
-//! took.
+//! copy is deleted), without a fixed sleep and without asserting how long it took.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Calls `done` every 20 ms until it returns true or `limit` has passed; returns its last answer.
@@ -22,19 +20,6 @@ pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Whether a Unix stream socket bound at `path` is listening, read from /proc/net/unix (the
-/// `__SO_ACCEPTCON` flag) without connecting to it.
-pub fn unix_socket_listening(path: &Path) -> bool {
-    const ACCEPTING: u32 = 1 << 16;
-    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
-    table.lines().skip(1).any(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        fields.len() >= 8
-            && Path::new(fields[7]) == path
-            && u32::from_str_radix(fields[3], 16).is_ok_and(|flags| flags & ACCEPTING != 0)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,21 +32,6 @@ mod tests {
             calls == 3
         }));
         assert_eq!(calls, 3, "stops asking once the answer is yes");
-    }
-
-    #[test]
-    fn a_listening_stream_socket_is_told_from_a_bound_datagram_socket() {
-        let dir = crate::TempDir::new("listening");
-        let stream = dir.join("stream.sock");
-        let datagram = dir.join("datagram.sock");
-        assert!(!unix_socket_listening(&stream), "nothing is bound yet");
-        let _listener = std::os::unix::net::UnixListener::bind(&stream).unwrap();
-        let _bound = std::os::unix::net::UnixDatagram::bind(&datagram).unwrap();
-        assert!(unix_socket_listening(&stream));
-        assert!(
-            !unix_socket_listening(&datagram),
-            "a bound socket that takes no connections is not listening"
-        );
     }
 
     #[test]

@@ -16,7 +16,9 @@ use shadowcopy_metadata::enums::ApplicationLevel;
 use shadowcopy_metadata::wmd::WriterMetadata;
 use shadowcopy_metadata::{SnapshotId, WriterClassId};
 use shadowcopy_requester::{BackupSession, Client, ComponentKey};
-use shadowcopy_test_support::sets::{file_group, full_backup, start_set, writer_of_class};
+use shadowcopy_test_support::sets::{
+    file_group, full_backup, one_file_writer, start_set, writer_of_class,
+};
 use shadowcopy_test_support::{DaemonProcess, LoopVolume, MIB, TempDir, workspace_binary};
 use shadowcopy_writer_sdk::{EventContext, HandlerResult, Writer, WriterHandle, WriterOptions};
 use shadowcopy_writers::cgroup::{CgroupWriter, Freezer, FreezerError};
@@ -218,11 +220,7 @@ impl Probe {
 
 impl Writer for Probe {
     fn metadata(&self) -> WriterMetadata {
-        shadowcopy_test_support::sets::one_file_writer(
-            "cgroup-test-probe",
-            self.class_id,
-            &self.file,
-        )
+        one_file_writer("cgroup-test-probe", self.class_id, &self.file)
     }
 
     async fn on_freeze(&self, _ctx: &EventContext) -> HandlerResult {
